@@ -1,0 +1,191 @@
+"""The `koquality` command: a thin layer over the library, one command per stage plus `run`.
+
+Formats are chosen by extension; every command keeps its input's columns and adds its own. Problems with
+the user's input print one line, `koquality: …`, and exit with code 2.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from . import progress
+from .errors import KoqualityError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Curate small, high-quality Korean instruction-tuning datasets (KoQuality).")
+console = Console(stderr=True)
+
+
+def _summary(title: str, rows: list[tuple[str, object]]) -> None:
+    table = Table(title=title, show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column(justify="right")
+    for key, value in rows:
+        table.add_row(key, f"{value:,}" if isinstance(value, int) else str(value))
+    Console().print(table)
+
+
+@app.command()
+def run(recipe: str = typer.Option("demo", help="demo, paper, or a recipe .yaml file"),
+        output: Optional[Path] = typer.Option(None, help="run directory (default: runs/<recipe name>)"),
+        force: bool = typer.Option(False, help="replace a run directory that holds a different recipe")):
+    """Run the whole pipeline: ingest → score → embed → cluster → sample → export."""
+    from .pipeline import run as run_pipeline
+    from .recipe import load_recipe
+
+    loaded = load_recipe(recipe)
+    result = run_pipeline(loaded, output or Path("runs") / loaded.name, force=force)
+    m = result.manifest
+    rows = [("rows read", m["rows"]["read"]), ("dropped", m["rows"]["dropped"])]
+    rows += [(f"  {reason}", n) for reason, n in sorted(m["dropped_by_reason"].items())]
+    rows += [("corpus", m["rows"]["corpus"]), ("selected", m["rows"]["selected"])]
+    rows += [(f"  {source}", n) for source, n in sorted(m["selected_by_source"].items())]
+    rows += [(f"{stage} (s)", f"{info['seconds']:.2f}") for stage, info in m["stages"].items() if "seconds" in info]
+    rows += [("selection", str(result.selection_path)), ("training text", str(result.run_dir / m["files"]["export"]))]
+    _summary(f"koquality run: {loaded.name} → {result.run_dir}", rows)
+
+
+@app.command()
+def ingest(sources: List[str] = typer.Argument(..., help="source files (.jsonl, .json, .csv, .parquet)"),
+           output: Path = typer.Option(..., help="corpus file to write"),
+           map: Optional[List[str]] = typer.Option(None, "--map", help="FIELD=SOURCE_FIELD, e.g. --map output=answer; join fields with +"),
+           dropped: Optional[Path] = typer.Option(None, help="where dropped rows go (default: <output>.dropped.parquet)")):
+    """Read, map, strip, drop empty, exact-dedup, and add id, source, len."""
+    from .ingest import SourceSpec, ingest as ingest_sources
+    from .tables import table_format, write_table
+
+    table_format(output)
+    result = ingest_sources([SourceSpec(path=s, map=map) for s in sources])
+    for name, mapping in result.mappings.items():
+        console.print(f"[bold]{name}[/]: {mapping}")
+    dropped_path = dropped or output.with_name(f"{output.stem}.dropped.parquet")
+    write_table(result.corpus, output)
+    write_table(result.dropped, dropped_path)
+    reasons = Counter(result.dropped.column("reason").to_pylist())
+    _summary(f"ingest → {output}", [("rows read", result.read), ("dropped", result.dropped.num_rows)]
+             + [(f"  {r}", n) for r, n in sorted(reasons.items())] + [("corpus", result.corpus.num_rows),
+                                                                       ("dropped rows", str(dropped_path))])
+
+
+@app.command()
+def score(input: Path, output: Path = typer.Option(...),
+          scorer: str = typer.Option("kiwi", help="kiwi (offline) or hf (a causal LM)"),
+          model: Optional[str] = typer.Option(None, help="hub id or local path (hf)"),
+          revision: Optional[str] = typer.Option(None),
+          device: str = typer.Option("auto", help="auto, cpu or cuda"),
+          dtype: str = typer.Option("auto", help="auto (fp32 on CPU, bf16 on GPU), float32, bfloat16"),
+          max_length: int = typer.Option(1024, help="truncate at this many tokens (the paper: 1024)"),
+          batch_tokens: int = typer.Option(16384, help="token budget per batch"),
+          add_bos: bool = typer.Option(False, help="prepend BOS so the first token is scored too (the paper does not)"),
+          field: str = typer.Option("instruction"),
+          trust_remote_code: bool = typer.Option(False)):
+    """Add ppl and n_tokens (ppl stays empty where a text cannot be scored)."""
+    from .scoring import make_scorer, score as score_table
+    from .tables import read_table, table_format, write_table
+
+    table_format(output)
+    options = {} if scorer == "kiwi" else dict(model=model, revision=revision, device=device, dtype=dtype,
+                                               max_length=max_length, batch_tokens=batch_tokens, add_bos=add_bos,
+                                               trust_remote_code=trust_remote_code)
+    backend = make_scorer(scorer, **options)
+    result = score_table(read_table(input), backend, field=field)
+    write_table(result, output)
+    _summary(f"score → {output}", [("rows", result.num_rows), ("unscorable (ppl empty)", result.column("ppl").null_count)])
+
+
+@app.command()
+def embed(input: Path, output: Path = typer.Option(..., help=".npy file; row i is row i of INPUT"),
+          encoder: str = typer.Option("tfidf", help="tfidf (offline), hf (transformers) or st (sentence-transformers)"),
+          model: Optional[str] = typer.Option(None), revision: Optional[str] = typer.Option(None),
+          dims: int = typer.Option(256, help="tfidf: SVD dimensions"),
+          pooling: str = typer.Option("pooler", help="hf: pooler (the paper), cls or mean"),
+          max_length: int = typer.Option(512), normalize: bool = typer.Option(False),
+          device: str = typer.Option("auto"), dtype: str = typer.Option("auto"),
+          seed: int = typer.Option(42), field: str = typer.Option("instruction"),
+          trust_remote_code: bool = typer.Option(False)):
+    """Write one vector per row to a .npy file."""
+    from .embedding import embed as embed_table, make_encoder
+    from .tables import read_table, save_vectors
+
+    if output.suffix != ".npy":
+        raise KoqualityError(f"{output}: vectors are written as .npy")
+    if encoder == "tfidf":
+        options = dict(dims=dims, seed=seed)
+    else:
+        options = dict(model=model, revision=revision, max_length=max_length, normalize=normalize, device=device,
+                       trust_remote_code=trust_remote_code)
+        if encoder == "hf":
+            options.update(pooling=pooling, dtype=dtype)
+    vectors = embed_table(read_table(input), make_encoder(encoder, **options), field=field)
+    save_vectors(vectors, output)
+    _summary(f"embed → {output}", [("rows", vectors.shape[0]), ("dimensions", vectors.shape[1])])
+
+
+@app.command()
+def cluster(input: Path, vectors: Path = typer.Option(..., help=".npy from koquality embed"),
+            len_groups: int = typer.Option(..., help="L: number of length-quantile groups"),
+            k: int = typer.Option(..., help="K: clusters per length group"),
+            output: Path = typer.Option(...), seed: int = typer.Option(42),
+            n_init: int = typer.Option(10, help="k-means restarts (the paper: 10)")):
+    """Add len_group and cluster."""
+    from .clustering import cluster as cluster_table
+    from .tables import load_vectors, read_table, table_format, write_json, write_table
+
+    table_format(output)
+    result = cluster_table(read_table(input), load_vectors(vectors), len_groups, k, seed=seed, n_init=n_init)
+    write_table(result.table, output)
+    write_json(result.info, output.with_name(f"{output.stem}.clusters.json"))
+    rows = [(f"group {g['len_group']} (len ≥ {b:g})", f"{g['rows']:,} rows, k={g['k']}")
+            for g, b in zip(result.info["groups"], result.info["boundaries"])]
+    _summary(f"cluster → {output}", rows + [("K clamped in", f"{len(result.info['clamped'])} group(s)")])
+
+
+@app.command()
+def sample(input: Path, method: str = typer.Option(..., help="rand, ppl or ppl_h"),
+           ratio: float = typer.Option(..., help="N: share of each cell to keep"),
+           output: Path = typer.Option(...), seed: int = typer.Option(42)):
+    """Keep a ratio N of every (length group, cluster) cell."""
+    from .sampling import sample as sample_table
+    from .tables import read_table, table_format, write_table
+
+    table_format(output)
+    table = read_table(input)
+    result = sample_table(table, method, ratio, seed=seed)
+    write_table(result, output)
+    _summary(f"sample → {output}", [("rows in", table.num_rows), ("selected", result.num_rows)])
+
+
+@app.command()
+def export(input: Path, output: Path = typer.Option(...),
+           format: Optional[str] = typer.Option(None, help="jsonl, parquet, csv, hf or text (default: from the extension)"),
+           template: str = typer.Option("paper", help="paper (### 질문: …### 답변: …) or chat")):
+    """Render training text and write it out."""
+    from .export import export as export_table
+    from .tables import read_table
+
+    table = read_table(input)
+    path = export_table(table, output, format=format, template=template)
+    _summary(f"export → {path}", [("rows", table.num_rows), ("template", template)])
+
+
+def main() -> None:
+    try:
+        with progress.use_reporter(progress.rich_reporter(console)):
+            app()
+    except KoqualityError as e:
+        console.print(f"koquality: {e}", markup=False, highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        console.print("koquality: interrupted", markup=False)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

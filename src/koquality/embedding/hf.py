@@ -1,0 +1,105 @@
+"""Transformer sentence embeddings (the paper: BM-K/KoSimCSE-roberta-multitask, pooler output).
+
+The paper embedded one instruction at a time padded to 512 tokens; here rows are sorted by length and
+batched under a token budget with dynamic padding, in `inference_mode`, bf16 on GPU. `st` loads any
+sentence-transformers model and lets it pool as it was trained to.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..errors import KoqualityError
+from ..torch_utils import import_torch, load_options, resolve_device, resolve_dtype, token_budget_batches
+
+POOLINGS = ("pooler", "cls", "mean")
+
+
+class HFEncoder:
+    def __init__(self, model: str | None = None, revision: str | None = None, pooling: str = "pooler",
+                 max_length: int = 512, batch_tokens: int = 32768, device: str = "auto", dtype: str = "auto",
+                 normalize: bool = False, trust_remote_code: bool = False):
+        torch = import_torch("the hf encoder")
+        if not model:
+            raise KoqualityError("the hf encoder needs --model NAME_OR_PATH (the paper: BM-K/KoSimCSE-roberta-multitask)")
+        if pooling not in POOLINGS:
+            raise KoqualityError(f"--pooling {pooling}: expected one of {', '.join(POOLINGS)}")
+        from transformers import AutoModel, AutoTokenizer
+
+        self.torch = torch
+        self.model_name, self.revision, self.pooling = model, revision, pooling
+        self.max_length, self.batch_tokens, self.normalize = max_length, batch_tokens, normalize
+        self.device = resolve_device(torch, device)
+        self.dtype = resolve_dtype(torch, dtype, self.device)
+        options = load_options(revision, trust_remote_code)
+        self.tokenizer = AutoTokenizer.from_pretrained(model, **options)
+        self.model = AutoModel.from_pretrained(model, dtype=self.dtype, **options).to(self.device).eval()
+        if pooling == "pooler" and getattr(self.model, "pooler", None) is None:
+            raise KoqualityError(f"--pooling pooler: {model} has no pooler layer (use --pooling cls or mean)")
+
+    def config(self) -> dict[str, Any]:
+        return {"encoder": "hf", "model": self.model_name, "revision": self.revision, "pooling": self.pooling,
+                "max_length": self.max_length, "dtype": str(self.dtype), "normalize": self.normalize}
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        torch = self.torch
+        ids = self.tokenizer(list(texts), truncation=True, max_length=self.max_length)["input_ids"]
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        out: np.ndarray | None = None
+        with torch.inference_mode():
+            for batch in token_budget_batches([len(r) for r in ids], self.batch_tokens):
+                width = max(len(ids[i]) for i in batch)
+                input_ids = torch.full((len(batch), width), pad, dtype=torch.long)
+                mask = torch.zeros((len(batch), width), dtype=torch.long)
+                for r, i in enumerate(batch):
+                    input_ids[r, :len(ids[i])] = torch.tensor(ids[i])
+                    mask[r, :len(ids[i])] = 1
+                input_ids, mask = input_ids.to(self.device), mask.to(self.device)
+                result = self.model(input_ids=input_ids, attention_mask=mask)
+                if self.pooling == "pooler":
+                    pooled = result.pooler_output
+                elif self.pooling == "cls":
+                    pooled = result.last_hidden_state[:, 0]
+                else:
+                    m = mask.unsqueeze(-1).to(result.last_hidden_state.dtype)
+                    pooled = (result.last_hidden_state * m).sum(1) / m.sum(1)
+                pooled = pooled.float()
+                if self.normalize:
+                    pooled = torch.nn.functional.normalize(pooled, dim=-1)
+                if out is None:
+                    out = np.empty((len(ids), pooled.shape[-1]), dtype=np.float32)
+                out[batch] = pooled.cpu().numpy()
+        return out if out is not None else np.zeros((0, self.model.config.hidden_size), dtype=np.float32)
+
+
+class STEncoder:
+    def __init__(self, model: str | None = None, revision: str | None = None, device: str = "auto",
+                 normalize: bool = False, batch_size: int = 128, max_length: int | None = None,
+                 trust_remote_code: bool = False, **_ignored_hf_only: Any):
+        torch = import_torch("the st encoder")
+        if not model:
+            raise KoqualityError("the st encoder needs --model NAME_OR_PATH")
+        try:
+            from sentence_transformers import SentenceTransformer
+        except ImportError:
+            raise KoqualityError("the st encoder needs sentence-transformers: pip install 'koquality[hf]'") from None
+        self.model_name, self.revision, self.normalize, self.batch_size = model, revision, normalize, batch_size
+        self.model = SentenceTransformer(model, device=resolve_device(torch, device), revision=revision,
+                                         trust_remote_code=trust_remote_code)
+        if max_length:
+            self.model.max_seq_length = max_length
+
+    def config(self) -> dict[str, Any]:
+        return {"encoder": "st", "model": self.model_name, "revision": self.revision, "normalize": self.normalize,
+                "max_length": self.model.max_seq_length}
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        return self.model.encode(list(texts), batch_size=self.batch_size, normalize_embeddings=self.normalize,
+                                 convert_to_numpy=True).astype(np.float32)
+
+
+def make_hf_encoder(name: str, **options: Any):
+    options = {k: v for k, v in options.items() if v is not None}
+    return HFEncoder(**options) if name == "hf" else STEncoder(**options)

@@ -1,0 +1,54 @@
+"""TF-IDF over Kiwi morphemes → truncated SVD → L2-normalised: the offline stand-in for KoSimCSE.
+
+Morphemes (form/tag) rather than whitespace words, because Korean glues particles and endings onto words:
+`학교에`, `학교는` and `학교를` share the morpheme `학교/NNG`. The SVD is fitted on the texts being embedded
+(transductive, like the k-means that follows), seeded, so the same corpus gives the same vectors.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..kiwi import get_kiwi, kiwi_version
+
+
+def _identity(tokens):
+    return tokens
+
+
+class TfidfEncoder:
+    def __init__(self, dims: int = 256, seed: int = 0, min_df: int | None = None, num_workers: int = -1):
+        self.dims = dims
+        self.seed = seed
+        self.min_df = min_df
+        self.num_workers = num_workers
+
+    def config(self) -> dict[str, Any]:
+        return {"encoder": "tfidf", "dims": self.dims, "seed": self.seed, "min_df": self.min_df,
+                "kiwipiepy": kiwi_version()}
+
+    def tokenize(self, texts: Sequence[str]) -> list[list[str]]:
+        kiwi = get_kiwi(self.num_workers)
+        return [[f"{t.form}/{t.tag}" for t in tokens] for tokens in kiwi.tokenize(list(texts))]
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        from sklearn.decomposition import TruncatedSVD
+        from sklearn.feature_extraction.text import TfidfVectorizer
+
+        n = len(texts)
+        if n == 0:
+            return np.zeros((0, self.dims), dtype=np.float32)
+        min_df = self.min_df if self.min_df is not None else (2 if n >= 1000 else 1)
+        vectorizer = TfidfVectorizer(analyzer=_identity, min_df=min_df, sublinear_tf=True, dtype=np.float32)
+        tfidf = vectorizer.fit_transform(self.tokenize(texts))
+        # SVD needs fewer components than features and rows; a tiny corpus gets a smaller space, zero-padded.
+        components = min(self.dims, tfidf.shape[1] - 1, n - 1)
+        vectors = np.zeros((n, self.dims), dtype=np.float32)
+        if components >= 1:
+            svd = TruncatedSVD(n_components=components, random_state=self.seed)
+            vectors[:, :components] = svd.fit_transform(tfidf)
+        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        np.divide(vectors, norms, out=vectors, where=norms > 0)
+        return vectors

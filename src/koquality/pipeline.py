@@ -1,0 +1,233 @@
+"""Runs the stages over a run directory: caching, the dropped-row ledger, the manifest.
+
+```
+runs/<name>/
+  recipe.yaml  corpus.parquet  dropped.parquet  manifest.json  run.log
+  scores/<key>.parquet     id → ppl, n_tokens (key: scorer configuration)
+  vectors/<key>.npy        row i ↔ corpus row i (key: encoder configuration + corpus ids)
+  clusters/len{L}_k{K}.parquet (+ .json: boundaries, clamped K, inertia)
+  selections/len{L}_k{K}_m{M}_n{N}.jsonl
+  export/train.<format>
+```
+Scores are cached by row id, so a re-run (or a bigger corpus) scores only rows it has not seen; vectors
+and clusters are reused when what produced them is unchanged. Every row read is either in
+`corpus.parquet` or in `dropped.parquet` with its reason: rows.read = rows.dropped + rows.corpus.
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from . import __version__
+from .clustering import cluster
+from .embedding import embed, make_encoder
+from .errors import KoqualityError
+from .export import export
+from .ingest import DROPPED_SCHEMA, SourceSpec, ingest
+from .recipe import Recipe, fingerprint
+from .sampling import sample
+from .scoring import make_scorer, score
+from .tables import load_vectors, read_table, save_vectors, write_json, write_table
+
+log = logging.getLogger("koquality")
+EXPORT_SUFFIX = {"jsonl": ".jsonl", "parquet": ".parquet", "csv": ".csv", "hf": "", "text": ".txt"}
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    manifest: dict[str, Any]
+    selection: pa.Table
+
+    @property
+    def selection_path(self) -> Path:
+        return self.run_dir / self.manifest["files"]["selection"]
+
+
+def versions() -> dict[str, str]:
+    import faiss
+    import kiwipiepy
+    import sklearn
+
+    found = {"koquality": __version__, "python": platform.python_version(), "numpy": np.__version__,
+             "pyarrow": pa.__version__, "faiss": faiss.__version__, "kiwipiepy": kiwipiepy.__version__,
+             "scikit-learn": sklearn.__version__}
+    import sys
+
+    for name in ("torch", "transformers", "sentence_transformers"):
+        if name in sys.modules:
+            found[name] = sys.modules[name].__version__
+    return found
+
+
+class _Stages:
+    """Times each stage and logs it; the timings go into the manifest."""
+
+    def __init__(self):
+        self.records: dict[str, dict[str, Any]] = {}
+
+    def run(self, name: str, fn, *args, **kwargs):
+        start = time.perf_counter()
+        result = fn(*args, **kwargs)
+        self.note(name, seconds=round(time.perf_counter() - start, 3))
+        log.info("%s done in %.2fs", name, self.records[name]["seconds"])
+        return result
+
+    def note(self, name: str, **fields: Any) -> None:
+        self.records.setdefault(name, {}).update(fields)
+
+
+def check_recipe_dir(run_dir: Path, recipe: Recipe, force: bool) -> None:
+    """A run directory belongs to one recipe; running another into it needs --force."""
+    saved = run_dir / "recipe.yaml"
+    if saved.exists() and not force:
+        from .recipe import load_recipe
+
+        previous = load_recipe(saved)
+        if previous.model_dump() != recipe.model_dump():
+            raise KoqualityError(f"{run_dir}: holds a run of a different recipe (see {saved}); "
+                                 f"use another --output or --force to replace it")
+
+
+def scores_cached(table: pa.Table, recipe: Recipe, run_dir: Path, stages: _Stages) -> pa.Table:
+    """Join cached scores by id; score only the rows the cache does not have."""
+    config = recipe.score.model_dump()
+    backend = {"kiwi": "kiwipiepy", "hf": "transformers"}[recipe.score.scorer]
+    path = run_dir / "scores" / f"{recipe.score.scorer}-{fingerprint(config, versions().get(backend))}.parquet"
+    cached = read_table(path) if path.exists() else pa.table({"id": pa.array([], pa.string()),
+                                                               "ppl": pa.array([], pa.float64()),
+                                                               "n_tokens": pa.array([], pa.int32())})
+    missing = table.filter(pc.invert(pc.is_in(table.column("id"), value_set=cached.column("id"))))
+    if missing.num_rows:
+        options = {k: v for k, v in config.items() if k not in ("scorer", "field")}
+        if recipe.score.scorer == "kiwi":
+            options = {}
+        scorer = make_scorer(recipe.score.scorer, **options)
+        new = score(missing.select(["id", recipe.score.field]), scorer, field=recipe.score.field)
+        cached = pa.concat_tables([cached, new.select(["id", "ppl", "n_tokens"]).cast(cached.schema)])
+        write_table(cached, path)
+    stages.note("score", cache=str(path.relative_to(run_dir)), scored=missing.num_rows,
+                from_cache=table.num_rows - missing.num_rows)
+    index = pc.index_in(table.column("id"), value_set=cached.column("id"))
+    table = table.append_column("ppl", cached.column("ppl").take(index))
+    return table.append_column("n_tokens", cached.column("n_tokens").take(index))
+
+
+def vectors_cached(corpus: pa.Table, recipe: Recipe, run_dir: Path, stages: _Stages) -> np.ndarray:
+    config = recipe.embed.model_dump()
+    backend = {"tfidf": "kiwipiepy", "hf": "transformers", "st": "sentence_transformers"}[recipe.embed.encoder]
+    ids_key = fingerprint(corpus.column("id").to_pylist())
+    path = run_dir / "vectors" / f"{recipe.embed.encoder}-{fingerprint(config, recipe.seed, ids_key, versions().get(backend))}.npy"
+    if path.exists():
+        stages.note("embed", cache=str(path.relative_to(run_dir)), from_cache=True)
+        return load_vectors(path)
+    options = {k: v for k, v in config.items() if k not in ("encoder", "field")}
+    if recipe.embed.encoder == "tfidf":
+        options = {"dims": recipe.embed.dims, "seed": recipe.seed}
+    else:
+        options.pop("dims")
+        if recipe.embed.encoder == "st":
+            for key in ("pooling", "dtype"):
+                options.pop(key)
+    vectors = embed(corpus, make_encoder(recipe.embed.encoder, **options), field=recipe.embed.field)
+    save_vectors(vectors, path)
+    stages.note("embed", cache=str(path.relative_to(run_dir)), from_cache=False)
+    return vectors
+
+
+def run(recipe: Recipe, run_dir: str | Path, force: bool = False) -> RunResult:
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    check_recipe_dir(run_dir, recipe, force)
+    handler = logging.FileHandler(run_dir / "run.log", encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    try:
+        return _run(recipe, run_dir)
+    finally:
+        log.removeHandler(handler)
+        handler.close()
+
+
+def _run(recipe: Recipe, run_dir: Path) -> RunResult:
+    stages = _Stages()
+    started = time.perf_counter()
+    log.info("run %s into %s", recipe.name, run_dir)
+    (run_dir / "recipe.yaml").write_text(recipe.to_yaml(), encoding="utf-8")
+
+    specs = [SourceSpec(path=s.path, source=s.source, map=s.map or None, encoding=s.encoding, split=s.split,
+                        config=s.config) for s in recipe.sources]
+    ingested = stages.run("ingest", ingest, specs)
+    stages.note("ingest", rows_in=ingested.read, rows_out=ingested.corpus.num_rows)
+    for name, mapping in ingested.mappings.items():
+        log.info("source %s: %s", name, mapping)
+
+    scored = stages.run("score", scores_cached, ingested.corpus, recipe, run_dir, stages)
+    unscorable = scored.filter(pc.is_null(scored.column("ppl")))
+    corpus = scored.filter(pc.is_valid(scored.column("ppl")))
+    dropped = pa.concat_tables([ingested.dropped, _unscorable_rows(unscorable, recipe)])
+    write_table(corpus, run_dir / "corpus.parquet")
+    write_table(dropped, run_dir / "dropped.parquet")
+    if corpus.num_rows == 0:
+        raise KoqualityError(f"{run_dir}: no rows left after ingest and scoring (see {run_dir / 'dropped.parquet'})")
+
+    vectors = stages.run("embed", vectors_cached, corpus, recipe, run_dir, stages)
+    c = recipe.cluster
+    clustered = stages.run("cluster", cluster, corpus, vectors, c.len_groups, c.k, seed=recipe.seed,
+                           n_init=c.n_init, niter=c.niter)
+    cluster_path = run_dir / "clusters" / f"len{c.len_groups}_k{c.k}.parquet"
+    write_table(clustered.table.select(["id", "len_group", "cluster"]), cluster_path)
+    write_json(clustered.info, cluster_path.with_suffix(".json"))
+
+    selection = stages.run("sample", sample, clustered.table, recipe.sample.method, recipe.sample.ratio, seed=recipe.seed)
+    selection_path = run_dir / "selections" / f"{recipe.selection_name()}.jsonl"
+    write_table(selection, selection_path)
+    export_path = run_dir / "export" / f"train{EXPORT_SUFFIX[recipe.export.format]}"
+    stages.run("export", export, selection, export_path, format=recipe.export.format, template=recipe.export.template)
+
+    manifest = {
+        "name": recipe.name,
+        "koquality": __version__,
+        "rows": {"read": ingested.read, "dropped": dropped.num_rows, "corpus": corpus.num_rows,
+                 "selected": selection.num_rows},
+        "dropped_by_reason": dict(Counter(dropped.column("reason").to_pylist())),
+        "sources": {name: {"mapping": m} for name, m in ingested.mappings.items()},
+        "corpus_by_source": dict(Counter(corpus.column("source").to_pylist())),
+        "selected_by_source": dict(Counter(selection.column("source").to_pylist())),
+        "cluster": clustered.info,
+        "seed": recipe.seed,
+        "stages": stages.records,
+        "seconds": round(time.perf_counter() - started, 3),
+        "versions": versions(),
+        "files": {"recipe": "recipe.yaml", "corpus": "corpus.parquet", "dropped": "dropped.parquet",
+                  "clusters": str(cluster_path.relative_to(run_dir)),
+                  "selection": str(selection_path.relative_to(run_dir)),
+                  "export": str(export_path.relative_to(run_dir))},
+    }
+    assert manifest["rows"]["read"] == manifest["rows"]["dropped"] + manifest["rows"]["corpus"], "a row went missing"
+    write_json(manifest, run_dir / "manifest.json")
+    log.info("rows %s", manifest["rows"])
+    return RunResult(run_dir, manifest, selection)
+
+
+def _unscorable_rows(rows: pa.Table, recipe: Recipe) -> pa.Table:
+    unit = "morphemes" if recipe.score.scorer == "kiwi" else "tokens"
+    need = 1 if recipe.score.scorer == "kiwi" else 2
+    n = rows.num_rows
+    return pa.table({
+        "id": rows.column("id"), "source": rows.column("source"), "file": pa.nulls(n, pa.string()),
+        "location": pa.nulls(n, pa.string()), "reason": pa.array(["unscorable"] * n, pa.string()),
+        "detail": pa.array([f"{t} {unit} (perplexity needs at least {need})" for t in rows.column("n_tokens").to_pylist()], pa.string()),
+        "instruction": rows.column("instruction"), "input": rows.column("input"), "output": rows.column("output"),
+    }, schema=DROPPED_SCHEMA)

@@ -1,0 +1,64 @@
+"""Progress reporting that the library emits and the CLI renders.
+
+Stages call `stage(description, total)` and `advance(n)` on what it yields. By default nothing is shown
+(library use, tests); the CLI installs a `rich` progress display with rows/s and ETA for the duration of a
+command through `use_reporter`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+from typing import Callable, Iterator, Protocol
+
+
+class Reporter(Protocol):
+    def __call__(self, description: str, total: int | None) -> contextlib.AbstractContextManager[Callable[[int], None]]: ...
+
+
+@contextlib.contextmanager
+def _silent(description: str, total: int | None) -> Iterator[Callable[[int], None]]:
+    yield lambda n=1: None
+
+
+_reporter: contextvars.ContextVar[Reporter] = contextvars.ContextVar("koquality_reporter", default=_silent)
+
+
+def stage(description: str, total: int | None) -> contextlib.AbstractContextManager[Callable[[int], None]]:
+    return _reporter.get()(description, total)
+
+
+@contextlib.contextmanager
+def use_reporter(reporter: Reporter) -> Iterator[None]:
+    token = _reporter.set(reporter)
+    try:
+        yield
+    finally:
+        _reporter.reset(token)
+
+
+def rich_reporter(console) -> Reporter:
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                               TimeRemainingColumn)
+
+    class RowsPerSecond(TextColumn):
+        def __init__(self):
+            super().__init__("")
+
+        def render(self, task):
+            speed = task.finished_speed or task.speed
+            from rich.text import Text
+
+            return Text(f"{speed:,.0f} rows/s" if speed else "", style="progress.data.speed")
+
+    @contextlib.contextmanager
+    def report(description: str, total: int | None):
+        with Progress(TextColumn("{task.description:<10}"), BarColumn(), MofNCompleteColumn(), RowsPerSecond(),
+                      TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), console=console,
+                      transient=False) as progress:
+            task = progress.add_task(description, total=total)
+            yield lambda n=1: progress.advance(task, n)
+            if total is not None:
+                progress.update(task, completed=total)
+
+    return report

@@ -1,0 +1,140 @@
+"""A recipe: everything a run needs, as one YAML file validated by pydantic.
+
+Presets ship with the package (`koquality/recipes/*.yaml`, also `recipes/` in the repository): `demo` runs
+offline on the bundled demo corpus; `paper` is the KoQuality paper's final setting. Keys are the words of
+the CLI: `len_groups`, `k`, `method`, `ratio` mean the same thing everywhere. Unknown keys are errors, so a
+typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .errors import KoqualityError
+
+PRESETS = ("demo", "paper")
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SourceConfig(Section):
+    path: str
+    source: str | None = None
+    map: dict[str, str] = Field(default_factory=dict)
+    encoding: str = "utf-8"
+    split: str = "train"  # hub datasets only
+    config: str | None = None
+
+
+class ScoreConfig(Section):
+    scorer: Literal["kiwi", "hf"] = "kiwi"
+    model: str | None = None
+    revision: str | None = None
+    field: str = "instruction"
+    device: str = "auto"
+    dtype: str = "auto"
+    max_length: int = 1024
+    batch_tokens: int = 16384
+    add_bos: bool = False
+    trust_remote_code: bool = False
+
+
+class EmbedConfig(Section):
+    encoder: Literal["tfidf", "hf", "st"] = "tfidf"
+    model: str | None = None
+    revision: str | None = None
+    field: str = "instruction"
+    dims: int = 256
+    pooling: Literal["pooler", "cls", "mean"] = "pooler"
+    max_length: int = 512
+    normalize: bool = False
+    device: str = "auto"
+    dtype: str = "auto"
+    trust_remote_code: bool = False
+
+
+class ClusterConfig(Section):
+    len_groups: int = Field(5, ge=1)
+    k: int = Field(100, ge=1)
+    n_init: int = Field(10, ge=1)
+    niter: int = Field(25, ge=1)
+
+
+class SampleConfig(Section):
+    method: Literal["rand", "ppl", "ppl_h"] = "ppl"
+    ratio: float = Field(0.01, gt=0, le=1)
+
+
+class ExportConfig(Section):
+    format: Literal["jsonl", "parquet", "csv", "hf", "text"] = "jsonl"
+    template: Literal["paper", "chat"] = "paper"
+
+
+class Recipe(Section):
+    name: str = "run"
+    seed: int = 42
+    sources: list[SourceConfig]
+    score: ScoreConfig = Field(default_factory=ScoreConfig)
+    embed: EmbedConfig = Field(default_factory=EmbedConfig)
+    cluster: ClusterConfig = Field(default_factory=ClusterConfig)
+    sample: SampleConfig = Field(default_factory=SampleConfig)
+    export: ExportConfig = Field(default_factory=ExportConfig)
+
+    @field_validator("sources")
+    @classmethod
+    def _at_least_one(cls, sources):
+        if not sources:
+            raise ValueError("a recipe needs at least one source")
+        return sources
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), allow_unicode=True, sort_keys=False)
+
+    def selection_name(self) -> str:
+        c, s = self.cluster, self.sample
+        return f"len{c.len_groups}_k{c.k}_m{s.method}_n{s.ratio:g}"
+
+
+def fingerprint(*parts: Any) -> str:
+    """A short, stable key for a cache entry: what produced it, as canonical JSON."""
+    text = json.dumps(parts, sort_keys=True, ensure_ascii=False, default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def load_recipe(name_or_path: str | Path) -> Recipe:
+    text_name = str(name_or_path)
+    if text_name in PRESETS:
+        text = (resources.files("koquality") / "recipes" / f"{text_name}.yaml").read_text(encoding="utf-8")
+        origin = f"recipe '{text_name}'"
+    else:
+        path = Path(name_or_path)
+        if path.suffix not in (".yaml", ".yml"):
+            raise KoqualityError(f"--recipe {name_or_path}: expected {', '.join(PRESETS)} or a .yaml file")
+        if not path.exists():
+            raise KoqualityError(f"{path}: no such file")
+        text, origin = path.read_text(encoding="utf-8"), str(path)
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise KoqualityError(f"{origin}: not valid YAML ({e})") from None
+    if not isinstance(data, dict):
+        raise KoqualityError(f"{origin}: expected a mapping of recipe keys (name, sources, score, …)")
+    return parse_recipe(data, origin)
+
+
+def parse_recipe(data: dict[str, Any], origin: str = "recipe") -> Recipe:
+    try:
+        return Recipe.model_validate(data)
+    except ValidationError as e:
+        err = e.errors()[0]
+        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        raise KoqualityError(f"{origin}: {where}: {err['msg']}") from None

@@ -1,0 +1,56 @@
+"""Stage 2 — score: perplexity of each instruction (`ppl`) and the number of units it was computed over
+(`n_tokens`).
+
+The paper scores instructions with EleutherAI/polyglot-ko-1.3b (`hf` backend); the offline default uses
+Kiwi's own Korean language model (`kiwi` backend). A backend is anything with
+`score(texts) -> np.ndarray` of `SCORE_DTYPE` rows and a `config()` that identifies its results for caching.
+A text that cannot be scored gets `ppl` NaN here and null in the table — never a made-up number.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol, Sequence
+
+import numpy as np
+import pyarrow as pa
+
+from .. import progress
+from ..errors import KoqualityError
+from ..tables import require_columns, set_column
+
+SCORE_DTYPE = np.dtype([("ppl", "f8"), ("n_tokens", "i4")])
+SCORERS = ("kiwi", "hf")
+
+
+class Scorer(Protocol):
+    def score(self, texts: Sequence[str]) -> np.ndarray: ...
+
+    def config(self) -> dict[str, Any]: ...
+
+
+def make_scorer(name: str = "kiwi", **options: Any) -> Scorer:
+    """Build a backend by name; options a backend does not take are an error, not silently ignored."""
+    if name == "kiwi":
+        from .kiwi import KiwiScorer
+
+        return KiwiScorer(**{k: v for k, v in options.items() if v is not None})
+    if name == "hf":
+        from .hf import HFScorer
+
+        return HFScorer(**options)
+    raise KoqualityError(f"unknown scorer '{name}' (expected one of: {', '.join(SCORERS)})")
+
+
+def score(table: pa.Table, scorer: Scorer, field: str = "instruction", batch_rows: int = 4096) -> pa.Table:
+    """Add `ppl` (null where the text cannot be scored) and `n_tokens` to `table`."""
+    require_columns(table, [field], "score")
+    texts = table.column(field).to_pylist()
+    result = np.empty(len(texts), SCORE_DTYPE)
+    with progress.stage("score", len(texts)) as advance:
+        for start in range(0, len(texts), batch_rows):
+            batch = texts[start:start + batch_rows]
+            result[start:start + len(batch)] = scorer.score(batch)
+            advance(len(batch))
+    ppl = result["ppl"]
+    table = set_column(table, "ppl", pa.array(ppl, type=pa.float64(), mask=np.isnan(ppl)))
+    return set_column(table, "n_tokens", pa.array(result["n_tokens"], type=pa.int32()))

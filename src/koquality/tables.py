@@ -1,0 +1,161 @@
+"""Reading and writing row tables, chosen by file extension, always atomically.
+
+Every stage exchanges `pyarrow.Table`s; on disk they are `.parquet` (the run directory's own format),
+`.jsonl`, `.json` (an array of objects) or `.csv`. A write goes to a temporary file beside the target and is
+renamed into place, so an interrupted run never leaves a half-written file that a later run would trust.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .errors import KoqualityError
+
+TABLE_FORMATS = (".jsonl", ".json", ".parquet", ".csv")
+
+
+def table_format(path: str | os.PathLike, allowed: tuple[str, ...] = TABLE_FORMATS) -> str:
+    suffix = Path(path).suffix.lower()
+    if suffix not in allowed:
+        shown = suffix or "no extension"
+        raise KoqualityError(f"{path}: unknown format '{shown}' (expected one of: {', '.join(allowed)})")
+    return suffix
+
+
+def as_table(data: Any) -> pa.Table:
+    """Accept what users have in hand: an Arrow table, a `datasets.Dataset`, a list of dicts or a dict of lists."""
+    if isinstance(data, pa.Table):
+        return data
+    if hasattr(data, "data") and hasattr(data.data, "table"):  # datasets.Dataset without importing datasets
+        table = data.data.table
+        indices = getattr(data, "_indices", None)
+        return table.take(indices.column(0)) if indices is not None else table
+    if isinstance(data, list):
+        return pa.Table.from_pylist(data)
+    if isinstance(data, dict):
+        return pa.table(data)
+    raise TypeError(f"expected a pyarrow.Table, datasets.Dataset, list of dicts or dict of lists, got {type(data).__name__}")
+
+
+def read_table(path: str | os.PathLike) -> pa.Table:
+    """Read a table written by koquality (or any tidy file of the same shape)."""
+    path = Path(path)
+    fmt = table_format(path)
+    if not path.exists():
+        raise KoqualityError(f"{path}: no such file")
+    try:
+        if fmt == ".parquet":
+            return pq.read_table(path)
+        if fmt == ".csv":
+            import pyarrow.csv as pacsv
+
+            return pacsv.read_csv(path)
+        with open(path, encoding="utf-8") as f:
+            if fmt == ".json":
+                rows = json.load(f)
+            else:
+                rows = [json.loads(line) for line in f if line.strip()]
+    except (OSError, ValueError, pa.ArrowException) as e:
+        raise KoqualityError(f"{path}: cannot be read as {fmt[1:]} ({e})") from None
+    if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+        raise KoqualityError(f"{path}: expected a list of JSON objects")
+    return pa.Table.from_pylist(rows)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
+
+
+def write_table(table: pa.Table, path: str | os.PathLike) -> Path:
+    path = Path(path)
+    fmt = table_format(path)
+    with atomic_path(path) as tmp:
+        if fmt == ".parquet":
+            pq.write_table(table, tmp)
+        elif fmt == ".csv":
+            import pyarrow.csv as pacsv
+
+            pacsv.write_csv(table, tmp)
+        else:
+            rows = table.to_pylist()
+            with open(tmp, "w", encoding="utf-8") as f:
+                if fmt == ".json":
+                    json.dump([{k: _json_value(v) for k, v in r.items()} for r in rows], f, ensure_ascii=False, indent=1)
+                else:
+                    for r in rows:
+                        f.write(json.dumps({k: _json_value(v) for k, v in r.items()}, ensure_ascii=False))
+                        f.write("\n")
+    return path
+
+
+def write_json(obj: Any, path: str | os.PathLike) -> Path:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, ensure_ascii=False, indent=2, default=str) + "\n", encoding="utf-8")
+    return Path(path)
+
+
+def save_vectors(vectors: np.ndarray, path: str | os.PathLike) -> Path:
+    path = Path(path)
+    if path.suffix != ".npy":
+        raise KoqualityError(f"{path}: vectors are written as .npy")
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.save(f, vectors)
+    return path
+
+
+def load_vectors(path: str | os.PathLike) -> np.ndarray:
+    path = Path(path)
+    if not path.exists():
+        raise KoqualityError(f"{path}: no such file")
+    try:
+        vectors = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise KoqualityError(f"{path}: not a .npy array ({e})") from None
+    if vectors.ndim != 2:
+        raise KoqualityError(f"{path}: expected a 2-D array of vectors, got shape {vectors.shape}")
+    return vectors
+
+
+def require_columns(table: pa.Table, columns: tuple[str, ...] | list[str], what: str) -> None:
+    missing = [c for c in columns if c not in table.column_names]
+    if missing:
+        raise KoqualityError(
+            f"{what}: column(s) {', '.join(missing)} missing (found: {', '.join(table.column_names)})"
+        )
+
+
+def set_column(table: pa.Table, name: str, values: Any) -> pa.Table:
+    """Add `name`, replacing an existing column of that name in place (stages may be re-run on their output)."""
+    array = values if isinstance(values, (pa.Array, pa.ChunkedArray)) else pa.array(values)
+    if name in table.column_names:
+        return table.set_column(table.column_names.index(name), name, array)
+    return table.append_column(name, array)

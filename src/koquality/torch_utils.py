@@ -1,0 +1,61 @@
+"""Shared pieces of the Hugging Face backends: importing torch with a clear message, device/dtype choice,
+and packing length-sorted rows into batches under a token budget."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from .errors import KoqualityError, missing_extra
+
+
+def import_torch(what: str):
+    try:
+        import torch
+        import transformers  # noqa: F401
+    except ImportError:
+        raise missing_extra(what) from None
+    return torch
+
+
+def resolve_device(torch, device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
+        raise KoqualityError(f"--device {device}: expected auto, cpu or cuda")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise KoqualityError(f"--device {device}: no CUDA device is available (use --device cpu)")
+    return device
+
+
+def resolve_dtype(torch, dtype: str, device: str):
+    """auto: fp32 on CPU (exact), bf16 on GPU (fp16 overflows in GPT-NeoX)."""
+    names = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+    if dtype == "auto":
+        return torch.float32 if device == "cpu" else torch.bfloat16
+    if dtype not in names:
+        raise KoqualityError(f"--dtype {dtype}: expected auto, float32, bfloat16 or float16")
+    return names[dtype]
+
+
+def token_budget_batches(lengths: Sequence[int], batch_tokens: int) -> list[list[int]]:
+    """Indices sorted by length (longest first) and cut so that rows × longest row ≤ batch_tokens.
+
+    Sorting keeps padding small; longest-first makes the first batch the largest, so an out-of-memory
+    error shows up at once rather than at the end of a long run.
+    """
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    batches: list[list[int]] = []
+    current: list[int] = []
+    for i in order:
+        longest = lengths[current[0]] if current else lengths[i]
+        if current and (len(current) + 1) * max(longest, 1) > batch_tokens:
+            batches.append(current)
+            current = []
+        current.append(i)
+    if current:
+        batches.append(current)
+    return batches
+
+
+def load_options(revision: str | None, trust_remote_code: bool) -> dict[str, Any]:
+    return {"revision": revision, "trust_remote_code": trust_remote_code}

@@ -1,0 +1,26 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("KOQUALITY_SHARED_DATA", REPO.parent / "shared" / "data"))
+INSTRUCTIONS = SHARED_DATA / "instructions"
+
+
+@pytest.fixture
+def shared_instructions():
+    if not INSTRUCTIONS.is_dir():
+        pytest.skip(f"shared instruction data not present at {INSTRUCTIONS}")
+    return INSTRUCTIONS
+
+
+def koquality(*args, cwd=None, check=True):
+    """Run the real console entry point in a subprocess, as a user would."""
+    proc = subprocess.run([sys.executable, "-m", "koquality", *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd, env={**os.environ, "COLUMNS": "200"})
+    if check and proc.returncode != 0:
+        raise AssertionError(f"koquality {' '.join(map(str, args))} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
+    return proc

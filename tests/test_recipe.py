@@ -1,0 +1,28 @@
+import pytest
+
+from koquality.errors import KoqualityError
+from koquality.recipe import load_recipe, parse_recipe
+
+
+def test_presets_load():
+    demo = load_recipe("demo")
+    assert demo.score.scorer == "kiwi" and demo.embed.encoder == "tfidf" and len(demo.sources) == 3
+    paper = load_recipe("paper")
+    assert (paper.cluster.len_groups, paper.cluster.k, paper.sample.method, paper.sample.ratio) == (5, 100, "ppl", 0.01)
+    assert paper.score.model == "EleutherAI/polyglot-ko-1.3b"
+    assert paper.embed.model == "BM-K/KoSimCSE-roberta-multitask" and paper.embed.pooling == "pooler"
+
+
+def test_typos_are_errors_not_defaults():
+    with pytest.raises(KoqualityError, match=r"recipe: cluster.kk: Extra inputs are not permitted"):
+        parse_recipe({"sources": [{"path": "a.jsonl"}], "cluster": {"kk": 3}})
+    with pytest.raises(KoqualityError, match=r"sample.ratio: Input should be less than or equal to 1"):
+        parse_recipe({"sources": [{"path": "a.jsonl"}], "sample": {"ratio": 2}})
+    with pytest.raises(KoqualityError, match="sources: Value error, a recipe needs at least one source"):
+        parse_recipe({"sources": []})
+
+
+def test_selection_name():
+    recipe = parse_recipe({"sources": [{"path": "a.jsonl"}], "cluster": {"len_groups": 5, "k": 100},
+                           "sample": {"method": "ppl_h", "ratio": 0.05}})
+    assert recipe.selection_name() == "len5_k100_mppl_h_n0.05"
