@@ -133,13 +133,15 @@ def cluster(input: Path, vectors: Path = typer.Option(..., help=".npy from koqua
             len_groups: int = typer.Option(..., help="L: number of length-quantile groups"),
             k: int = typer.Option(..., help="K: clusters per length group"),
             output: Path = typer.Option(...), seed: int = typer.Option(42),
-            n_init: int = typer.Option(10, help="k-means restarts (the paper: 10)")):
+            n_init: int = typer.Option(10, help="k-means restarts (the paper: 10)"),
+            device: str = typer.Option("cpu", help="cpu (faiss) or cuda (faiss-gpu when installed, else torch)")):
     """Add len_group and cluster."""
     from .clustering import cluster as cluster_table
     from .tables import load_vectors, read_table, table_format, write_json, write_table
 
     table_format(output)
-    result = cluster_table(read_table(input), load_vectors(vectors), len_groups, k, seed=seed, n_init=n_init)
+    result = cluster_table(read_table(input), load_vectors(vectors), len_groups, k, seed=seed, n_init=n_init,
+                           device=device)
     write_table(result.table, output)
     write_json(result.info, output.with_name(f"{output.stem}.clusters.json"))
     rows = [(f"group {g['len_group']} (len ≥ {b:g})", f"{g['rows']:,} rows, k={g['k']}")

@@ -185,7 +185,7 @@ def _run(recipe: Recipe, run_dir: Path) -> RunResult:
     vectors = stages.run("embed", vectors_cached, corpus, recipe, run_dir, stages)
     c = recipe.cluster
     clustered = stages.run("cluster", cluster, corpus, vectors, c.len_groups, c.k, seed=recipe.seed,
-                           n_init=c.n_init, niter=c.niter)
+                           n_init=c.n_init, niter=c.niter, device=c.device)
     cluster_path = run_dir / "clusters" / f"len{c.len_groups}_k{c.k}.parquet"
     write_table(clustered.table.select(["id", "len_group", "cluster"]), cluster_path)
     write_json(clustered.info, cluster_path.with_suffix(".json"))

@@ -67,6 +67,7 @@ class ClusterConfig(Section):
     k: int = Field(100, ge=1)
     n_init: int = Field(10, ge=1)
     niter: int = Field(25, ge=1)
+    device: str = "cpu"  # cuda: faiss-gpu when installed, else torch
 
 
 class SampleConfig(Section):

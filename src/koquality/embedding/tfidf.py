@@ -7,7 +7,7 @@ Morphemes (form/tag) rather than whitespace words, because Korean glues particle
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
@@ -29,9 +29,11 @@ class TfidfEncoder:
         return {"encoder": "tfidf", "dims": self.dims, "seed": self.seed, "min_df": self.min_df,
                 "kiwipiepy": kiwi_version()}
 
-    def tokenize(self, texts: Sequence[str]) -> list[list[str]]:
+    def tokenize(self, texts: Sequence[str]) -> Iterator[list[str]]:
+        """Morphemes per text, streamed: the vectorizer counts them as they come, so 400K token lists
+        are never all in memory at once."""
         kiwi = get_kiwi(self.num_workers)
-        return [[f"{t.form}/{t.tag}" for t in tokens] for tokens in kiwi.tokenize(list(texts))]
+        return ([f"{t.form}/{t.tag}" for t in tokens] for tokens in kiwi.tokenize(texts))
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         from sklearn.decomposition import TruncatedSVD
