@@ -25,7 +25,7 @@ def korean_lines(limit: int = 600) -> list[str]:
     return [line for line in lines if line.strip()][:limit]
 
 
-def _bpe(special: list[str], vocab_size: int):
+def _bpe(special: list[str], vocab_size: int, lines: list[str] | None = None):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
     tok = Tokenizer(models.BPE())
@@ -33,39 +33,48 @@ def _bpe(special: list[str], vocab_size: int):
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=special,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
-    tok.train_from_iterator(korean_lines(), trainer)
+    tok.train_from_iterator(lines or korean_lines(), trainer)
     return tok
 
 
-def build_causal_lm(path: Path, vocab_size: int = 600, layers: int = 2, seed: int = 0) -> Path:
+def build_causal_lm(path: Path, vocab_size: int = 600, seed: int = 0, lines: list[str] | None = None,
+                    embedding_rows: int | None = None, **shape) -> Path:
+    """`vocab_size` is the tokenizer's; `embedding_rows` pads the model's vocabulary as checkpoints do
+    (polyglot-ko: 30,080 rows). `shape` overrides the tiny GPT-NeoX shape, e.g. polyglot-ko-1.3b's:
+    hidden_size=2048, num_hidden_layers=24, num_attention_heads=16, intermediate_size=8192."""
     import torch
     from transformers import GPTNeoXConfig, GPTNeoXForCausalLM, PreTrainedTokenizerFast
 
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=_bpe(["<|endoftext|>"], vocab_size),
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=_bpe(["<|endoftext|>"], vocab_size, lines),
                                         eos_token="<|endoftext|>", bos_token="<|endoftext|>")
     torch.manual_seed(seed)
-    config = GPTNeoXConfig(vocab_size=len(tokenizer), hidden_size=64, num_hidden_layers=layers, num_attention_heads=4,
-                           intermediate_size=128, rotary_pct=0.5, max_position_embeddings=2048,
-                           eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.eos_token_id)
+    config = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128, rotary_pct=0.5,
+                  max_position_embeddings=2048, vocab_size=max(len(tokenizer), embedding_rows or 0))
+    config.update(shape)
+    config = GPTNeoXConfig(eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.eos_token_id, **config)
     GPTNeoXForCausalLM(config).save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
 
 
-def build_encoder(path: Path, vocab_size: int = 600, seed: int = 0) -> Path:
+def build_encoder(path: Path, vocab_size: int = 600, seed: int = 0, lines: list[str] | None = None,
+                  embedding_rows: int | None = None, **shape) -> Path:
+    """`shape` overrides the tiny RoBERTa shape, e.g. roberta-base's: hidden_size=768, num_hidden_layers=12,
+    num_attention_heads=12, intermediate_size=3072."""
     import torch
     from tokenizers import processors
     from transformers import PreTrainedTokenizerFast, RobertaConfig, RobertaModel
 
     special = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
-    tok = _bpe(special, vocab_size)
+    tok = _bpe(special, vocab_size, lines)
     tok.post_processor = processors.RobertaProcessing(("</s>", 2), ("<s>", 0))
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", cls_token="<s>",
                                         sep_token="</s>", pad_token="<pad>", unk_token="<unk>", mask_token="<mask>")
     torch.manual_seed(seed)
-    config = RobertaConfig(vocab_size=len(tokenizer), hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
-                           intermediate_size=128, max_position_embeddings=514, pad_token_id=1, bos_token_id=0,
-                           eos_token_id=2)
+    config = dict(vocab_size=max(len(tokenizer), embedding_rows or 0), hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                  intermediate_size=128, max_position_embeddings=514)
+    config.update(shape)
+    config = RobertaConfig(pad_token_id=1, bos_token_id=0, eos_token_id=2, **config)
     RobertaModel(config).save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path

@@ -82,7 +82,7 @@ def score(input: Path, output: Path = typer.Option(...),
           device: str = typer.Option("auto", help="auto, cpu or cuda"),
           dtype: str = typer.Option("auto", help="auto (fp32 on CPU, bf16 on GPU), float32, bfloat16"),
           max_length: int = typer.Option(1024, help="truncate at this many tokens (the paper: 1024)"),
-          batch_tokens: int = typer.Option(16384, help="token budget per batch"),
+          batch_tokens: Optional[int] = typer.Option(None, help="token budget per batch (default: 2048 on CPU, 32768 on GPU)"),
           add_bos: bool = typer.Option(False, help="prepend BOS so the first token is scored too (the paper does not)"),
           field: str = typer.Option("instruction"),
           trust_remote_code: bool = typer.Option(False)):
@@ -107,6 +107,7 @@ def embed(input: Path, output: Path = typer.Option(..., help=".npy file; row i i
           dims: int = typer.Option(256, help="tfidf: SVD dimensions"),
           pooling: str = typer.Option("pooler", help="hf: pooler (the paper), cls or mean"),
           max_length: int = typer.Option(512), normalize: bool = typer.Option(False),
+          batch_tokens: Optional[int] = typer.Option(None, help="hf: token budget per batch (default: 4096 on CPU, 65536 on GPU)"),
           device: str = typer.Option("auto"), dtype: str = typer.Option("auto"),
           seed: int = typer.Option(42), field: str = typer.Option("instruction"),
           trust_remote_code: bool = typer.Option(False)):
@@ -122,7 +123,7 @@ def embed(input: Path, output: Path = typer.Option(..., help=".npy file; row i i
         options = dict(model=model, revision=revision, max_length=max_length, normalize=normalize, device=device,
                        trust_remote_code=trust_remote_code)
         if encoder == "hf":
-            options.update(pooling=pooling, dtype=dtype)
+            options.update(pooling=pooling, dtype=dtype, batch_tokens=batch_tokens)
     vectors = embed_table(read_table(input), make_encoder(encoder, **options), field=field)
     save_vectors(vectors, output)
     _summary(f"embed → {output}", [("rows", vectors.shape[0]), ("dimensions", vectors.shape[1])])

@@ -36,6 +36,8 @@ class SourceSpec:
     encoding: str = "utf-8"
     split: str = "train"
     config: str | None = None
+    join: str = "\n"
+    source_from: str | None = None
 
 
 @dataclass
@@ -58,7 +60,7 @@ def row_id(source: str, instruction: str, input: str, output: str) -> str:
 def ingest(sources: Iterable[SourceSpec | str]) -> IngestResult:
     specs = [SourceSpec(path=s) if isinstance(s, str) else s for s in sources]
     read = [read_source(s.path, name=s.source, field_map=s.map, encoding=s.encoding, split=s.split,
-                        config=s.config) for s in specs]
+                        config=s.config, join=s.join, source_from=s.source_from) for s in specs]
     return ingest_rows(read)
 
 
@@ -71,15 +73,17 @@ def ingest_rows(sources: list[SourceRows]) -> IngestResult:
     n_kept = 0
 
     def drop(src: SourceRows, i: int, rid: str | None, reason: str, detail: str, texts: tuple[str, str, str]):
-        for key, value in zip(DROPPED_SCHEMA.names, (rid, src.name, str(src.path), src.locations[i], reason, detail, *texts)):
+        name = src.row_sources[i] if src.row_sources is not None else src.name
+        for key, value in zip(DROPPED_SCHEMA.names, (rid, name, str(src.path), src.locations[i], reason, detail, *texts)):
             dropped[key].append(value)
 
     with progress.stage("ingest", total) as advance:
         for src in sources:
             for i in range(len(src.instruction)):
+                name = src.row_sources[i] if src.row_sources is not None else src.name
                 texts = (src.instruction[i].strip(), src.input[i].strip(), src.output[i].strip())
                 instruction, inp, output = texts
-                rid = row_id(src.name, instruction, inp, output)
+                rid = row_id(name, instruction, inp, output)
                 if not instruction:
                     drop(src, i, rid, "empty_instruction", "instruction is empty after stripping whitespace", texts)
                 elif not output:
@@ -89,7 +93,7 @@ def ingest_rows(sources: list[SourceRows]) -> IngestResult:
                 else:
                     first_seen[texts] = rid
                     for key, value in zip(("id", "source", "instruction", "input", "output", "system", "len"),
-                                          (rid, src.name, instruction, inp, output, src.system[i].strip(), len(instruction))):
+                                          (rid, name, instruction, inp, output, src.system[i].strip(), len(instruction))):
                         kept[key].append(value)
                     for column, values in src.extras.items():
                         if column not in extras:

@@ -103,7 +103,8 @@ def scores_cached(table: pa.Table, recipe: Recipe, run_dir: Path, stages: _Stage
     """Join cached scores by id; score only the rows the cache does not have."""
     config = recipe.score.model_dump()
     backend = {"kiwi": "kiwipiepy", "hf": "transformers"}[recipe.score.scorer]
-    path = run_dir / "scores" / f"{recipe.score.scorer}-{fingerprint(config, versions().get(backend))}.parquet"
+    key = fingerprint({k: v for k, v in config.items() if k != "batch_tokens"}, versions().get(backend))
+    path = run_dir / "scores" / f"{recipe.score.scorer}-{key}.parquet"
     cached = read_table(path) if path.exists() else pa.table({"id": pa.array([], pa.string()),
                                                                "ppl": pa.array([], pa.float64()),
                                                                "n_tokens": pa.array([], pa.int32())})
@@ -127,7 +128,8 @@ def vectors_cached(corpus: pa.Table, recipe: Recipe, run_dir: Path, stages: _Sta
     config = recipe.embed.model_dump()
     backend = {"tfidf": "kiwipiepy", "hf": "transformers", "st": "sentence_transformers"}[recipe.embed.encoder]
     ids_key = fingerprint(corpus.column("id").to_pylist())
-    path = run_dir / "vectors" / f"{recipe.embed.encoder}-{fingerprint(config, recipe.seed, ids_key, versions().get(backend))}.npy"
+    key = fingerprint({k: v for k, v in config.items() if k != "batch_tokens"}, recipe.seed, ids_key, versions().get(backend))
+    path = run_dir / "vectors" / f"{recipe.embed.encoder}-{key}.npy"
     if path.exists():
         stages.note("embed", cache=str(path.relative_to(run_dir)), from_cache=True)
         return load_vectors(path)
@@ -137,7 +139,7 @@ def vectors_cached(corpus: pa.Table, recipe: Recipe, run_dir: Path, stages: _Sta
     else:
         options.pop("dims")
         if recipe.embed.encoder == "st":
-            for key in ("pooling", "dtype"):
+            for key in ("pooling", "dtype", "batch_tokens"):
                 options.pop(key)
     vectors = embed(corpus, make_encoder(recipe.embed.encoder, **options), field=recipe.embed.field)
     save_vectors(vectors, path)
@@ -166,8 +168,7 @@ def _run(recipe: Recipe, run_dir: Path) -> RunResult:
     log.info("run %s into %s", recipe.name, run_dir)
     (run_dir / "recipe.yaml").write_text(recipe.to_yaml(), encoding="utf-8")
 
-    specs = [SourceSpec(path=s.path, source=s.source, map=s.map or None, encoding=s.encoding, split=s.split,
-                        config=s.config) for s in recipe.sources]
+    specs = [SourceSpec(**s.model_dump()) for s in recipe.sources]
     ingested = stages.run("ingest", ingest, specs)
     stages.note("ingest", rows_in=ingested.read, rows_out=ingested.corpus.num_rows)
     for name, mapping in ingested.mappings.items():

@@ -33,6 +33,8 @@ class SourceConfig(Section):
     encoding: str = "utf-8"
     split: str = "train"  # hub datasets only
     config: str | None = None
+    join: str = "\n"  # separates fields joined with '+' in `map`
+    source_from: str | None = None  # name each row's source by this field's text before the first '_'
 
 
 class ScoreConfig(Section):
@@ -43,7 +45,7 @@ class ScoreConfig(Section):
     device: str = "auto"
     dtype: str = "auto"
     max_length: int = 1024
-    batch_tokens: int = 16384
+    batch_tokens: int | None = None  # tokens per batch; default by device (CPU small, GPU large)
     add_bos: bool = False
     trust_remote_code: bool = False
 
@@ -56,6 +58,7 @@ class EmbedConfig(Section):
     dims: int = 256
     pooling: Literal["pooler", "cls", "mean"] = "pooler"
     max_length: int = 512
+    batch_tokens: int | None = None
     normalize: bool = False
     device: str = "auto"
     dtype: str = "auto"

@@ -196,7 +196,7 @@ def _text(value: Any, path: Path, location: str, name: str) -> str:
     raise KoqualityError(f"{path} {location}: field \"{name}\" is {kind} (expected text)")
 
 
-def _get(record: dict, fields: tuple[str, ...], path: Path, location: str, target: str) -> str:
+def _get(record: dict, fields: tuple[str, ...], path: Path, location: str, target: str, join: str = "\n") -> str:
     parts = []
     for name in fields:
         if name not in record:
@@ -206,7 +206,7 @@ def _get(record: dict, fields: tuple[str, ...], path: Path, location: str, targe
             raise KoqualityError(
                 f"{path} {location}: field \"{name}\" is missing (expected one of: {expected}; use --map {target}=FIELD)")
         parts.append(_text(record[name], path, location, name))
-    return "\n".join(p for p in parts if p)
+    return join.join(p for p in parts if p)
 
 
 def _chat_pair(turns: Any, fmap: FieldMap, path: Path, location: str) -> tuple[str, str, str]:
@@ -241,11 +241,15 @@ class SourceRows:
     output: list[str] = field(default_factory=list)
     system: list[str] = field(default_factory=list)
     locations: list[str] = field(default_factory=list)
+    row_sources: list[str] | None = None  # per-row source names (`source_from`), else `name` for every row
     extras: dict[str, list[Any]] = field(default_factory=dict)
 
 
 def read_source(path: str | os.PathLike, name: str | None = None, field_map: list[str] | dict[str, str] | None = None,
-                encoding: str = "utf-8", split: str = "train", config: str | None = None) -> SourceRows:
+                encoding: str = "utf-8", split: str = "train", config: str | None = None, join: str = "\n",
+                source_from: str | None = None) -> SourceRows:
+    """Read one source. `join` separates fields joined with `+` in the map; `source_from` names each row's
+    source by the part of that field before the first `_` (KULLM-v2's ids: `dolly_12` → `dolly`)."""
     explicit = parse_map(field_map)
     if is_hub_id(str(path)):
         records = hub_records(str(path), split=split, config=config)
@@ -258,7 +262,7 @@ def read_source(path: str | os.PathLike, name: str | None = None, field_map: lis
     if first is None:
         raise KoqualityError(f"{path}: no records (the file is empty)")
     fmap = detect_map(path, list(first[1].keys()), explicit)
-    rows = SourceRows(name=name or path.stem, path=path, fmap=fmap)
+    rows = SourceRows(name=name or path.stem, path=path, fmap=fmap, row_sources=[] if source_from else None)
     used = fmap.used_fields()
     n = 0
     for location, record in _chain(first, records):
@@ -268,15 +272,19 @@ def read_source(path: str | os.PathLike, name: str | None = None, field_map: lis
             instruction, output, system = _chat_pair(record[fmap.chat], fmap, path, location)
             inp = ""
         else:
-            instruction = _get(record, fmap.instruction, path, location, "instruction")
-            inp = _get(record, fmap.input, path, location, "input") if fmap.input else ""
-            output = _get(record, fmap.output, path, location, "output")
+            instruction = _get(record, fmap.instruction, path, location, "instruction", join)
+            inp = _get(record, fmap.input, path, location, "input", join) if fmap.input else ""
+            output = _get(record, fmap.output, path, location, "output", join)
             system = ""
         rows.instruction.append(instruction)
         rows.input.append(inp)
         rows.output.append(output)
         rows.system.append(system)
         rows.locations.append(location)
+        if source_from:
+            if not isinstance(record.get(source_from), str) or not record[source_from]:
+                raise KoqualityError(f"{path} {location}: field \"{source_from}\" (source_from) is missing or not text")
+            rows.row_sources.append(record[source_from].split("_", 1)[0])
         for key, value in record.items():
             if key in used:
                 continue

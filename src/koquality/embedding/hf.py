@@ -19,7 +19,7 @@ POOLINGS = ("pooler", "cls", "mean")
 
 class HFEncoder:
     def __init__(self, model: str | None = None, revision: str | None = None, pooling: str = "pooler",
-                 max_length: int = 512, batch_tokens: int = 32768, device: str = "auto", dtype: str = "auto",
+                 max_length: int = 512, batch_tokens: int | None = None, device: str = "auto", dtype: str = "auto",
                  normalize: bool = False, trust_remote_code: bool = False):
         torch = import_torch("the hf encoder")
         if not model:
@@ -30,8 +30,9 @@ class HFEncoder:
 
         self.torch = torch
         self.model_name, self.revision, self.pooling = model, revision, pooling
-        self.max_length, self.batch_tokens, self.normalize = max_length, batch_tokens, normalize
+        self.max_length, self.normalize = max_length, normalize
         self.device = resolve_device(torch, device)
+        self.batch_tokens = batch_tokens or (4096 if self.device == "cpu" else 65536)
         self.dtype = resolve_dtype(torch, dtype, self.device)
         options = load_options(revision, trust_remote_code)
         self.tokenizer = AutoTokenizer.from_pretrained(model, **options)
@@ -77,7 +78,7 @@ class HFEncoder:
 class STEncoder:
     def __init__(self, model: str | None = None, revision: str | None = None, device: str = "auto",
                  normalize: bool = False, batch_size: int = 128, max_length: int | None = None,
-                 trust_remote_code: bool = False, **_ignored_hf_only: Any):
+                 trust_remote_code: bool = False):
         torch = import_torch("the st encoder")
         if not model:
             raise KoqualityError("the st encoder needs --model NAME_OR_PATH")
