@@ -52,26 +52,57 @@ def run(recipe: str = typer.Option("demo", help="demo, paper, or a recipe .yaml 
     _summary(f"koquality run: {loaded.name} → {result.run_dir}", rows)
 
 
+def _source_specs(sources: list[str], names: list[str] | None, maps: list[str] | None, **options) -> list:
+    """Pair SRCs with --source names (in order) and --map items (`FIELD=SRC` for all, `NAME:FIELD=SRC` for one)."""
+    from .ingest import SourceSpec
+
+    names = names or []
+    if names and len(names) != len(sources):
+        raise KoqualityError(f"--source given {len(names)} time(s) for {len(sources)} source(s): give one name per SRC, in order")
+    shared, per_source = [], {}
+    for item in maps or []:
+        target = item.split("=", 1)[0]
+        if ":" in target:
+            name, rest = item.split(":", 1)
+            per_source.setdefault(name, []).append(rest)
+        else:
+            shared.append(item)
+    unknown = set(per_source) - set(names)
+    if unknown:
+        raise KoqualityError(f"--map {sorted(unknown)[0]}:…: no source is named {sorted(unknown)[0]!r} (name sources with --source)")
+    return [SourceSpec(path=src, source=name, map=shared + per_source.get(name, []) or None, **options)
+            for src, name in zip(sources, names or [None] * len(sources))]
+
+
 @app.command()
-def ingest(sources: List[str] = typer.Argument(..., help="source files (.jsonl, .json, .csv, .parquet)"),
+def ingest(sources: List[str] = typer.Argument(..., help="files (.jsonl .json .csv .tsv .parquet), directories, globs or hub ids (org/name)"),
            output: Path = typer.Option(..., help="corpus file to write"),
-           map: Optional[List[str]] = typer.Option(None, "--map", help="FIELD=SOURCE_FIELD, e.g. --map output=answer; join fields with +"),
+           source: Optional[List[str]] = typer.Option(None, "--source", help="a name per SRC, in order (default: the file name)"),
+           map: Optional[List[str]] = typer.Option(None, "--map", help="FIELD=SOURCE_FIELD for every source, NAME:FIELD=SOURCE_FIELD for one; join fields with +"),
+           split: str = typer.Option("train", help="hub datasets: the split"),
+           config: Optional[str] = typer.Option(None, help="hub datasets: the configuration"),
+           encoding: str = typer.Option("utf-8", help="text encoding of the files, e.g. cp949"),
+           turns: str = typer.Option("first", help="chats: first (first user turn + reply) or all (one row per reply)"),
+           on_error: str = typer.Option("raise", help="raise: stop at a broken record; skip: drop it with its reason"),
+           max_chars: int = typer.Option(20_000, help="drop rows longer than this many characters"),
            dropped: Optional[Path] = typer.Option(None, help="where dropped rows go (default: <output>.dropped.parquet)")):
-    """Read, map, strip, drop empty, exact-dedup, and add id, source, len."""
-    from .ingest import SourceSpec, ingest as ingest_sources
+    """Read, map, clean, drop empty/too long/broken rows and exact duplicates; add id, source, len."""
+    from .ingest import ingest as ingest_sources
     from .tables import table_format, write_table
 
     table_format(output)
-    result = ingest_sources([SourceSpec(path=s, map=map) for s in sources])
+    specs = _source_specs(sources, source, map, split=split, config=config, encoding=encoding, turns=turns)
+    result = ingest_sources(specs, on_error=on_error, max_chars=max_chars)
     for name, mapping in result.mappings.items():
-        console.print(f"[bold]{name}[/]: {mapping}")
+        console.print(f"[bold]{name}[/]: {mapping}", highlight=False)
     dropped_path = dropped or output.with_name(f"{output.stem}.dropped.parquet")
     write_table(result.corpus, output)
     write_table(result.dropped, dropped_path)
     reasons = Counter(result.dropped.column("reason").to_pylist())
-    _summary(f"ingest → {output}", [("rows read", result.read), ("dropped", result.dropped.num_rows)]
-             + [(f"  {r}", n) for r, n in sorted(reasons.items())] + [("corpus", result.corpus.num_rows),
-                                                                       ("dropped rows", str(dropped_path))])
+    rows = [("rows read", result.read), ("dropped", result.dropped.num_rows)]
+    rows += [(f"  {r}", n) for r, n in sorted(reasons.items())]
+    rows += [(f"cleaned: {what}", n) for what, n in sorted(result.cleaned.items())]
+    _summary(f"ingest → {output}", rows + [("corpus", result.corpus.num_rows), ("dropped rows", str(dropped_path))])
 
 
 @app.command()

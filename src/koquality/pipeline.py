@@ -169,7 +169,7 @@ def _run(recipe: Recipe, run_dir: Path) -> RunResult:
     (run_dir / "recipe.yaml").write_text(recipe.to_yaml(), encoding="utf-8")
 
     specs = [SourceSpec(**s.model_dump()) for s in recipe.sources]
-    ingested = stages.run("ingest", ingest, specs)
+    ingested = stages.run("ingest", ingest, specs, on_error=recipe.ingest.on_error, max_chars=recipe.ingest.max_chars)
     stages.note("ingest", rows_in=ingested.read, rows_out=ingested.corpus.num_rows)
     for name, mapping in ingested.mappings.items():
         log.info("source %s: %s", name, mapping)
@@ -203,6 +203,7 @@ def _run(recipe: Recipe, run_dir: Path) -> RunResult:
         "rows": {"read": ingested.read, "dropped": dropped.num_rows, "corpus": corpus.num_rows,
                  "selected": selection.num_rows},
         "dropped_by_reason": dict(Counter(dropped.column("reason").to_pylist())),
+        "cleaned": ingested.cleaned,
         "sources": {name: {"mapping": m} for name, m in ingested.mappings.items()},
         "corpus_by_source": dict(Counter(corpus.column("source").to_pylist())),
         "selected_by_source": dict(Counter(selection.column("source").to_pylist())),

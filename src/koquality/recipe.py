@@ -35,6 +35,12 @@ class SourceConfig(Section):
     config: str | None = None
     join: str = "\n"  # separates fields joined with '+' in `map`
     source_from: str | None = None  # name each row's source by this field's text before the first '_'
+    turns: Literal["first", "all"] = "first"  # chats: the first exchange, or one row per assistant reply
+
+
+class IngestConfig(Section):
+    on_error: Literal["raise", "skip"] = "raise"  # skip: broken records become drops with file, line, reason
+    max_chars: int = Field(20_000, ge=1)  # rows longer than this (instruction + input + output) are dropped
 
 
 class ScoreConfig(Section):
@@ -87,6 +93,7 @@ class Recipe(Section):
     name: str = "run"
     seed: int = 42
     sources: list[SourceConfig]
+    ingest: IngestConfig = Field(default_factory=IngestConfig)
     score: ScoreConfig = Field(default_factory=ScoreConfig)
     embed: EmbedConfig = Field(default_factory=EmbedConfig)
     cluster: ClusterConfig = Field(default_factory=ClusterConfig)
