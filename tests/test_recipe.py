@@ -26,3 +26,22 @@ def test_selection_name():
     recipe = parse_recipe({"sources": [{"path": "a.jsonl"}], "cluster": {"len_groups": 5, "k": 100},
                            "sample": {"method": "ppl_h", "ratio": 0.05}})
     assert recipe.selection_name() == "len5_k100_mppl_h_n0.05"
+
+
+def test_recipe_name_cannot_escape_the_runs_directory():
+    with pytest.raises(KoqualityError, match=r"recipe: name: Value error, use letters, digits"):
+        parse_recipe({"name": "../../tmp/x", "sources": [{"path": "a.jsonl"}]})
+
+
+def test_hub_tokens_stay_out_of_run_files(tmp_path, monkeypatch):
+    import os
+    import subprocess
+    import sys
+
+    secret = "hf_SECRETtoken1234567890"
+    env = {**os.environ, "HF_TOKEN": secret, "HUGGING_FACE_HUB_TOKEN": secret}
+    subprocess.run([sys.executable, "-m", "koquality", "run", "--output", str(tmp_path / "run")], env=env, check=True,
+                   capture_output=True)
+    for path in (tmp_path / "run").rglob("*"):
+        if path.is_file():
+            assert secret.encode() not in path.read_bytes(), path

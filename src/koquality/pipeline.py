@@ -28,7 +28,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from . import __version__
+from . import __version__, progress
 from .clustering import cluster
 from .embedding import embed, make_encoder
 from .errors import KoqualityError
@@ -37,7 +37,7 @@ from .ingest import DROPPED_SCHEMA, SourceSpec, ingest
 from .recipe import Recipe, fingerprint
 from .sampling import sample
 from .scoring import make_scorer, score
-from .tables import load_vectors, read_table, save_vectors, write_json, write_table
+from .tables import atomic_path, load_vectors, read_table, save_vectors, write_json, write_table
 
 log = logging.getLogger("koquality")
 EXPORT_SUFFIX = {"jsonl": ".jsonl", "parquet": ".parquet", "csv": ".csv", "hf": "", "text": ".txt"}
@@ -99,25 +99,39 @@ def check_recipe_dir(run_dir: Path, recipe: Recipe, force: bool) -> None:
                                  f"use another --output or --force to replace it")
 
 
+def _next_shard(directory: Path) -> int:
+    return len(list(directory.glob("shard-*")))
+
+
 def scores_cached(table: pa.Table, recipe: Recipe, run_dir: Path, stages: _Stages) -> pa.Table:
-    """Join cached scores by id; score only the rows the cache does not have."""
+    """Join cached scores by id; score only the rows no shard has yet, writing a shard every `shard_rows`.
+
+    A run killed mid-way leaves its finished shards; the next run reuses them and scores the rest in the
+    same chunks, so its result is identical to an uninterrupted run's.
+    """
     config = recipe.score.model_dump()
     backend = {"kiwi": "kiwipiepy", "hf": "transformers"}[recipe.score.scorer]
-    key = fingerprint({k: v for k, v in config.items() if k != "batch_tokens"}, versions().get(backend))
-    path = run_dir / "scores" / f"{recipe.score.scorer}-{key}.parquet"
-    cached = read_table(path) if path.exists() else pa.table({"id": pa.array([], pa.string()),
-                                                               "ppl": pa.array([], pa.float64()),
-                                                               "n_tokens": pa.array([], pa.int32())})
+    skip = ("batch_tokens", "shard_rows")
+    key = fingerprint({k: v for k, v in config.items() if k not in skip}, versions().get(backend))
+    directory = run_dir / "scores" / f"{recipe.score.scorer}-{key}"
+    directory.mkdir(parents=True, exist_ok=True)
+    empty = pa.table({"id": pa.array([], pa.string()), "ppl": pa.array([], pa.float64()),
+                      "n_tokens": pa.array([], pa.int32())})
+    shards = [read_table(p) for p in sorted(directory.glob("shard-*.parquet"))]
+    cached = pa.concat_tables([empty, *shards])
     missing = table.filter(pc.invert(pc.is_in(table.column("id"), value_set=cached.column("id"))))
     if missing.num_rows:
-        options = {k: v for k, v in config.items() if k not in ("scorer", "field")}
-        if recipe.score.scorer == "kiwi":
-            options = {}
-        scorer = make_scorer(recipe.score.scorer, **options)
-        new = score(missing.select(["id", recipe.score.field]), scorer, field=recipe.score.field)
-        cached = pa.concat_tables([cached, new.select(["id", "ppl", "n_tokens"]).cast(cached.schema)])
-        write_table(cached, path)
-    stages.note("score", cache=str(path.relative_to(run_dir)), scored=missing.num_rows,
+        options = {k: v for k, v in config.items() if k not in ("scorer", "field", "shard_rows")}
+        scorer = make_scorer(recipe.score.scorer, **({} if recipe.score.scorer == "kiwi" else options))
+        field, size = recipe.score.field, recipe.score.shard_rows
+        with progress.stage("score", missing.num_rows) as advance:
+            for start in range(0, missing.num_rows, size):
+                chunk = missing.slice(start, size).select(["id", field])
+                new = score(chunk, scorer, field=field).select(["id", "ppl", "n_tokens"]).cast(empty.schema)
+                write_table(new, directory / f"shard-{_next_shard(directory):05d}.parquet")
+                cached = pa.concat_tables([cached, new])
+                advance(chunk.num_rows)
+    stages.note("score", cache=str(directory.relative_to(run_dir)), scored=missing.num_rows,
                 from_cache=table.num_rows - missing.num_rows)
     index = pc.index_in(table.column("id"), value_set=cached.column("id"))
     table = table.append_column("ppl", cached.column("ppl").take(index))
@@ -125,26 +139,56 @@ def scores_cached(table: pa.Table, recipe: Recipe, run_dir: Path, stages: _Stage
 
 
 def vectors_cached(corpus: pa.Table, recipe: Recipe, run_dir: Path, stages: _Stages) -> np.ndarray:
+    """Vectors for the corpus rows, in order. Row-independent encoders (`hf`, `st`) write shards by id as
+    they go, like scoring; TF-IDF is fitted on the whole corpus at once, so it is cached whole."""
     config = recipe.embed.model_dump()
-    backend = {"tfidf": "kiwipiepy", "hf": "transformers", "st": "sentence_transformers"}[recipe.embed.encoder]
-    ids_key = fingerprint(corpus.column("id").to_pylist())
-    key = fingerprint({k: v for k, v in config.items() if k != "batch_tokens"}, recipe.seed, ids_key, versions().get(backend))
-    path = run_dir / "vectors" / f"{recipe.embed.encoder}-{key}.npy"
+    encoder = recipe.embed.encoder
+    backend = {"tfidf": "kiwipiepy", "hf": "transformers", "st": "sentence_transformers"}[encoder]
+    skip = ("batch_tokens", "shard_rows")
+    key = fingerprint({k: v for k, v in config.items() if k not in skip}, recipe.seed, versions().get(backend),
+                      corpus.column("id").to_pylist() if encoder == "tfidf" else None)
+    path = run_dir / "vectors" / f"{encoder}-{key}.npy"
     if path.exists():
         stages.note("embed", cache=str(path.relative_to(run_dir)), from_cache=True)
         return load_vectors(path)
-    options = {k: v for k, v in config.items() if k not in ("encoder", "field")}
-    if recipe.embed.encoder == "tfidf":
-        options = {"dims": recipe.embed.dims, "seed": recipe.seed}
+    if encoder == "tfidf":
+        vectors = embed(corpus, make_encoder("tfidf", dims=recipe.embed.dims, seed=recipe.seed), field=recipe.embed.field)
+        stages.note("embed", embedded=corpus.num_rows)
     else:
-        options.pop("dims")
-        if recipe.embed.encoder == "st":
-            for key in ("pooling", "dtype", "batch_tokens"):
-                options.pop(key)
-    vectors = embed(corpus, make_encoder(recipe.embed.encoder, **options), field=recipe.embed.field)
+        vectors, embedded = _sharded_vectors(corpus, recipe, path.with_suffix(""))
+        stages.note("embed", embedded=embedded)
     save_vectors(vectors, path)
     stages.note("embed", cache=str(path.relative_to(run_dir)), from_cache=False)
     return vectors
+
+
+def _sharded_vectors(corpus: pa.Table, recipe: Recipe, directory: Path) -> tuple[np.ndarray, int]:
+    directory.mkdir(parents=True, exist_ok=True)
+    found: dict[str, np.ndarray] = {}
+    for shard in sorted(directory.glob("shard-*.npz")):
+        with np.load(shard, allow_pickle=False) as data:
+            found.update(zip(data["ids"].tolist(), data["vectors"]))
+    ids = corpus.column("id").to_pylist()
+    missing = [i for i, rid in enumerate(ids) if rid not in found]
+    if missing:
+        options = {k: v for k, v in recipe.embed.model_dump().items() if k not in ("encoder", "field", "dims", "shard_rows")}
+        if recipe.embed.encoder == "st":
+            for key in ("pooling", "dtype", "batch_tokens"):
+                options.pop(key)
+        encoder = make_encoder(recipe.embed.encoder, **options)
+        texts = corpus.column(recipe.embed.field).to_pylist()
+        size = recipe.embed.shard_rows
+        with progress.stage("embed", len(missing)) as advance:
+            for start in range(0, len(missing), size):
+                rows = missing[start:start + size]
+                vectors = np.ascontiguousarray(encoder.encode([texts[i] for i in rows]), dtype=np.float32)
+                shard_ids = np.array([ids[i] for i in rows])
+                with atomic_path(directory / f"shard-{_next_shard(directory):05d}.npz") as tmp:
+                    with open(tmp, "wb") as f:
+                        np.savez(f, ids=shard_ids, vectors=vectors)
+                found.update(zip(shard_ids.tolist(), vectors))
+                advance(len(rows))
+    return np.stack([found[rid] for rid in ids]).astype(np.float32), len(missing)
 
 
 def run(recipe: Recipe, run_dir: str | Path, force: bool = False) -> RunResult:
@@ -166,7 +210,8 @@ def _run(recipe: Recipe, run_dir: Path) -> RunResult:
     stages = _Stages()
     started = time.perf_counter()
     log.info("run %s into %s", recipe.name, run_dir)
-    (run_dir / "recipe.yaml").write_text(recipe.to_yaml(), encoding="utf-8")
+    with atomic_path(run_dir / "recipe.yaml") as tmp:
+        tmp.write_text(recipe.to_yaml(), encoding="utf-8")
 
     specs = [SourceSpec(**s.model_dump()) for s in recipe.sources]
     ingested = stages.run("ingest", ingest, specs, on_error=recipe.ingest.on_error, max_chars=recipe.ingest.max_chars)

@@ -22,10 +22,21 @@ def _silent(description: str, total: int | None) -> Iterator[Callable[[int], Non
 
 
 _reporter: contextvars.ContextVar[Reporter] = contextvars.ContextVar("koquality_reporter", default=_silent)
+_inside: contextvars.ContextVar[bool] = contextvars.ContextVar("koquality_inside_stage", default=False)
 
 
-def stage(description: str, total: int | None) -> contextlib.AbstractContextManager[Callable[[int], None]]:
-    return _reporter.get()(description, total)
+@contextlib.contextmanager
+def stage(description: str, total: int | None) -> Iterator[Callable[[int], None]]:
+    """One bar per stage: a stage run inside another (score() per shard inside the pipeline's loop) is silent."""
+    if _inside.get():
+        yield lambda n=1: None
+        return
+    token = _inside.set(True)
+    try:
+        with _reporter.get()(description, total) as advance:
+            yield advance
+    finally:
+        _inside.reset(token)
 
 
 @contextlib.contextmanager

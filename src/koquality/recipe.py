@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
@@ -54,6 +55,7 @@ class ScoreConfig(Section):
     batch_tokens: int | None = None  # tokens per batch; default by device (CPU small, GPU large)
     add_bos: bool = False
     trust_remote_code: bool = False
+    shard_rows: int = Field(8192, ge=1)  # scores are saved every this many rows, so a killed run resumes
 
 
 class EmbedConfig(Section):
@@ -69,6 +71,7 @@ class EmbedConfig(Section):
     device: str = "auto"
     dtype: str = "auto"
     trust_remote_code: bool = False
+    shard_rows: int = Field(8192, ge=1)  # hf/st vectors are saved every this many rows
 
 
 class ClusterConfig(Section):
@@ -99,6 +102,14 @@ class Recipe(Section):
     cluster: ClusterConfig = Field(default_factory=ClusterConfig)
     sample: SampleConfig = Field(default_factory=SampleConfig)
     export: ExportConfig = Field(default_factory=ExportConfig)
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, name):
+        # the name becomes the default run directory, runs/<name>: it must not climb out of it
+        if not re.fullmatch(r"[\w][\w.\-]*", name):
+            raise ValueError("use letters, digits, '_', '-' or '.' (it names the run directory runs/<name>)")
+        return name
 
     @field_validator("sources")
     @classmethod

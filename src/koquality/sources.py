@@ -204,7 +204,7 @@ def _jsonl_records(path: Path, encoding: str) -> Iterator[tuple[str, dict | Prob
         if not line.strip():
             continue
         try:
-            record = json.loads(line)
+            record = json.loads(line.rstrip("\r\n"))  # so an error's column is on this line, not past its end
         except json.JSONDecodeError as e:
             hint = "" if seen_object or line.lstrip().startswith(("{", "[")) else "; the file looks like plain text"
             yield f"line {n}", Problem(f"line {n}", f"not valid JSON: {e.msg} at column {e.colno} "
