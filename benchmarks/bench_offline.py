@@ -7,6 +7,7 @@ rows/s per stage and the child's peak RSS. In the same run it compares, on a sli
 per-sample approach (one Kiwi call per text, one thread; sklearn KMeans(n_init=10)) with ours.
 
     python benchmarks/bench_offline.py [--rows 400000] [--compare-rows 5000]
+    python benchmarks/bench_offline.py --rows 2000000      # the bounded-memory check (issue 4)
 """
 
 from __future__ import annotations
@@ -40,17 +41,25 @@ def real_rows() -> list[dict]:
     return corpus.select(["instruction", "input", "output", "source"]).to_pylist()
 
 
+CLOSINGS = ["", " 부탁해요.", " 알려 주세요.", " 감사합니다.", " 꼭 답해 주세요."]
+
+
+def edit(instruction: str, copy: int) -> str:
+    """Copy 0 is the row itself; later copies get a lead-in and a closing phrase (90 variants)."""
+    return LEAD_INS[copy % len(LEAD_INS)] + instruction + CLOSINGS[copy // len(LEAD_INS)]
+
+
 def replicate(rows: list[dict], n: int, path: Path) -> None:
     copies = math.ceil(n / len(rows))
-    if copies > len(LEAD_INS):
-        raise SystemExit(f"--rows {n} needs {copies} copies; only {len(LEAD_INS)} lead-ins")
+    if copies > len(LEAD_INS) * len(CLOSINGS):
+        raise SystemExit(f"--rows {n} needs {copies} copies; only {len(LEAD_INS) * len(CLOSINGS)} variants")
     with open(path, "w", encoding="utf-8") as f:
         written = 0
         for c in range(copies):
             for r in rows:
                 if written == n:
                     return
-                f.write(json.dumps({"instruction": LEAD_INS[c] + r["instruction"], "input": r["input"],
+                f.write(json.dumps({"instruction": edit(r["instruction"], c), "input": r["input"],
                                     "output": r["output"], "origin": r["source"]}, ensure_ascii=False) + "\n")
                 written += 1
 
@@ -130,7 +139,7 @@ def main() -> None:
         if stage in ("sample", "export"):
             n = manifest["rows"]["corpus"] if stage == "sample" else manifest["rows"]["selected"]
         print(f"  {stage:<8} {info['seconds']:8.2f}s  {n / max(info['seconds'], 1e-9):>12,.0f} rows/s")
-    print(f"total wall {wall:.1f}s (target < 360 s), peak RSS {peak_gb:.2f} GB (target < 3 GB)")
+    print(f"total wall {wall:.1f}s, peak RSS {peak_gb:.2f} GB (targets: 400K rows < 360 s and < 3 GB; 2M rows ≤ 4 GB)")
 
     texts = [r["instruction"] for r in rows[: args.compare_rows]]
     compare_scoring(texts)

@@ -14,14 +14,18 @@ from __future__ import annotations
 
 import hashlib
 import re
+import shutil
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from pathlib import Path
+from typing import Any, Iterable, Iterator
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from . import progress
-from .sources import SourceRows, expand, read_source
+from .sources import SourceRows, expand, iter_source
+from .tables import atomic_path
 
 DROPPED_SCHEMA = pa.schema([
     ("id", pa.string()), ("source", pa.string()), ("file", pa.string()), ("location", pa.string()),
@@ -76,74 +80,156 @@ def clean(text: str, counts: Counter) -> str:
     return text.strip()
 
 
+def _specs(sources: Iterable[SourceSpec | str]) -> list[SourceSpec]:
+    return [SourceSpec(path=s) if isinstance(s, str) else s for s in sources]
+
+
+def _chunks(specs: list[SourceSpec], on_error: str, chunk_rows: int | None) -> Iterator[SourceRows]:
+    for s in specs:
+        for path in expand(s.path):
+            yield from iter_source(path, name=s.source, field_map=s.map, encoding=s.encoding, split=s.split,
+                                   config=s.config, join=s.join, source_from=s.source_from, turns=s.turns,
+                                   on_error=on_error, chunk_rows=chunk_rows)
+
+
 def ingest(sources: Iterable[SourceSpec | str], on_error: str = "raise", max_chars: int = MAX_CHARS) -> IngestResult:
-    """Read, map, clean and de-duplicate `sources`; directories and globs expand to their files."""
-    specs = [SourceSpec(path=s) if isinstance(s, str) else s for s in sources]
-    read = [read_source(path, name=s.source, field_map=s.map, encoding=s.encoding, split=s.split, config=s.config,
-                        join=s.join, source_from=s.source_from, turns=s.turns, on_error=on_error)
-            for s in specs for path in expand(s.path)]
-    return ingest_rows(read, max_chars=max_chars)
+    """Read, map, clean and de-duplicate `sources` into tables; directories and globs expand to their files."""
+    ingester = _Ingester(max_chars)
+    with progress.stage("ingest", None) as advance:
+        parts = [ingester.process(chunk, advance) for chunk in _chunks(_specs(sources), on_error, None)]
+    corpus = unify([kept for kept, _ in parts])
+    dropped = pa.concat_tables([pa.table({n: [] for n in DROPPED_SCHEMA.names}, schema=DROPPED_SCHEMA)]
+                               + [d for _, d in parts])
+    return IngestResult(corpus=corpus, dropped=dropped, read=ingester.read, mappings=ingester.mappings,
+                        cleaned=dict(ingester.cleaned))
 
 
-def ingest_rows(sources: list[SourceRows], max_chars: int = MAX_CHARS) -> IngestResult:
-    total = sum(len(s.instruction) + len(s.problems) for s in sources)
-    kept: dict[str, list[Any]] = {k: [] for k in ("id", "source", "instruction", "input", "output", "system", "len")}
-    extras: dict[str, list[Any]] = {}
-    dropped: dict[str, list[Any]] = {name: [] for name in DROPPED_SCHEMA.names}
-    first_seen: dict[tuple[str, str, str], str] = {}
-    cleaned: Counter = Counter()
-    n_kept = 0
+def ingest_to_parquet(sources: Iterable[SourceSpec | str], corpus_path: Path, on_error: str = "raise",
+                      max_chars: int = MAX_CHARS, chunk_rows: int = 50_000) -> IngestResult:
+    """Like `ingest`, but streams: chunks of `chunk_rows` rows go to Parquet parts as they are read, then
+    into `corpus_path` under one schema. Memory holds one chunk and the de-duplication digests, not the
+    corpus. The returned `corpus` is empty; `dropped` holds the dropped rows."""
+    ingester = _Ingester(max_chars)
+    parts_dir = corpus_path.parent / f".{corpus_path.name}.parts"
+    shutil.rmtree(parts_dir, ignore_errors=True)
+    parts_dir.mkdir(parents=True)
+    dropped = []
+    try:
+        with progress.stage("ingest", None) as advance:
+            for i, chunk in enumerate(_chunks(_specs(sources), on_error, chunk_rows)):
+                kept, gone = ingester.process(chunk, advance)
+                pq.write_table(kept, parts_dir / f"part-{i:05d}.parquet")
+                dropped.append(gone)
+        parts = sorted(parts_dir.glob("part-*.parquet"))
+        schema = unified_schema([pq.read_schema(p) for p in parts])
+        with atomic_path(corpus_path) as tmp, pq.ParquetWriter(tmp, schema) as writer:
+            for part in parts:
+                writer.write_table(conform(pq.read_table(part), schema))
+    finally:
+        shutil.rmtree(parts_dir, ignore_errors=True)
+    return IngestResult(corpus=pa.table({}), dropped=pa.concat_tables([pa.table({n: [] for n in DROPPED_SCHEMA.names},
+                                                                                 schema=DROPPED_SCHEMA), *dropped]),
+                        read=ingester.read, mappings=ingester.mappings, cleaned=dict(ingester.cleaned))
 
-    def drop(values: tuple) -> None:
-        for key, value in zip(DROPPED_SCHEMA.names, values):
-            dropped[key].append(value)
 
-    with progress.stage("ingest", total) as advance:
-        for src in sources:
-            for problem in src.problems:
-                drop((None, src.name, str(src.path), problem.location, "malformed", problem.message, None, None, None))
-            for i in range(len(src.instruction)):
-                name = src.row_sources[i] if src.row_sources is not None else src.name
-                texts = (clean(src.instruction[i], cleaned), clean(src.input[i], cleaned), clean(src.output[i], cleaned))
-                instruction, inp, output = texts
-                rid = row_id(name, instruction, inp, output)
-                where = (rid, name, str(src.path), src.locations[i])
-                chars = sum(map(len, texts))
-                if not instruction:
-                    drop((*where, "empty_instruction", "instruction is empty or null after cleaning", *texts))
-                elif not output:
-                    drop((*where, "empty_output", "output is empty or null after cleaning", *texts))
-                elif chars > max_chars:
-                    drop((*where, "too_long", f"{chars:,} characters (limit {max_chars:,}; raise it with --max-chars)", *texts))
-                elif texts in first_seen:
-                    drop((*where, "duplicate", f"same instruction, input and output as row {first_seen[texts]}", *texts))
-                else:
-                    first_seen[texts] = rid
-                    for key, value in zip(kept, (rid, name, instruction, inp, output, clean(src.system[i], cleaned),
-                                                 len(instruction))):
-                        kept[key].append(value)
-                    for column, values in src.extras.items():
-                        if column not in extras:
-                            extras[column] = [None] * n_kept
-                        extras[column].append(values[i])
-                    n_kept += 1
-                    for values in extras.values():
-                        if len(values) < n_kept:
-                            values.append(None)
-            advance(len(src.instruction) + len(src.problems))
+class _Ingester:
+    """The row rules, applied chunk by chunk; de-duplication state spans chunks and sources."""
 
-    if not any(kept["system"]):
-        del kept["system"]
-    columns = {k: pa.array(v, type=pa.int32() if k == "len" else pa.string()) for k, v in kept.items()}
-    for name, values in extras.items():
-        columns[name] = _extra_column(values)
-    return IngestResult(corpus=pa.table(columns), dropped=pa.table(dropped, schema=DROPPED_SCHEMA), read=total,
-                        mappings={s.name: s.fmap.describe() for s in sources}, cleaned=dict(cleaned))
+    def __init__(self, max_chars: int):
+        self.max_chars = max_chars
+        self.first_seen: dict[bytes, str] = {}  # 16-byte digest of the texts → id of the row kept
+        self.cleaned: Counter = Counter()
+        self.read = 0
+        self.mappings: dict[str, str] = {}
+
+    def process(self, src: SourceRows, advance) -> tuple[pa.Table, pa.Table]:
+        kept: dict[str, list[Any]] = {k: [] for k in ("id", "source", "instruction", "input", "output", "system", "len")}
+        extras: dict[str, list[Any]] = {}
+        dropped: dict[str, list[Any]] = {name: [] for name in DROPPED_SCHEMA.names}
+        self.mappings.setdefault(src.name, src.fmap.describe())
+        n_kept = 0
+
+        def drop(values: tuple) -> None:
+            for key, value in zip(DROPPED_SCHEMA.names, values):
+                dropped[key].append(value)
+
+        for problem in src.problems:
+            drop((None, src.name, str(src.path), problem.location, "malformed", problem.message, None, None, None))
+        for i in range(len(src.instruction)):
+            name = src.row_sources[i] if src.row_sources is not None else src.name
+            texts = tuple(clean(t, self.cleaned) for t in (src.instruction[i], src.input[i], src.output[i]))
+            instruction, inp, output = texts
+            rid = row_id(name, instruction, inp, output)
+            where = (rid, name, str(src.path), src.locations[i])
+            chars = sum(map(len, texts))
+            digest = hashlib.blake2b("\x1f".join(texts).encode("utf-8"), digest_size=16).digest()
+            if not instruction:
+                drop((*where, "empty_instruction", "instruction is empty or null after cleaning", *texts))
+            elif not output:
+                drop((*where, "empty_output", "output is empty or null after cleaning", *texts))
+            elif chars > self.max_chars:
+                drop((*where, "too_long", f"{chars:,} characters (limit {self.max_chars:,}; raise it with --max-chars)", *texts))
+            elif digest in self.first_seen:
+                drop((*where, "duplicate", f"same instruction, input and output as row {self.first_seen[digest]}", *texts))
+            else:
+                self.first_seen[digest] = rid
+                for key, value in zip(kept, (rid, name, instruction, inp, output, clean(src.system[i], self.cleaned),
+                                             len(instruction))):
+                    kept[key].append(value)
+                for column, values in src.extras.items():
+                    if column not in extras:
+                        extras[column] = [None] * n_kept
+                    extras[column].append(values[i])
+                n_kept += 1
+                for values in extras.values():
+                    if len(values) < n_kept:
+                        values.append(None)
+        done = len(src.instruction) + len(src.problems)
+        self.read += done
+        advance(done)
+        if not any(kept["system"]):
+            del kept["system"]
+        columns = {k: pa.array(v, type=pa.int32() if k == "len" else pa.string()) for k, v in kept.items()}
+        for name, values in extras.items():
+            columns[name] = _extra_column(values)
+        return pa.table(columns), pa.table(dropped, schema=DROPPED_SCHEMA)
 
 
 def _extra_column(values: list[Any]) -> pa.Array:
-    """Keep a source's own column with its type; a column whose type differs between sources becomes text."""
+    """Keep a source's own column with its type; a column whose type differs between rows becomes text."""
     try:
         return pa.array(values)
     except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
         return pa.array([None if v is None else str(v) for v in values], type=pa.string())
+
+
+def unified_schema(schemas: list[pa.Schema]) -> pa.Schema:
+    """Every column of every part, in order of first appearance; a column typed differently in different
+    parts (a number in one source, text in another) becomes text; a column that is only ever null stays null."""
+    types: dict[str, set] = {}
+    for schema in schemas:
+        for f in schema:
+            types.setdefault(f.name, set()).add(f.type)
+    fields = []
+    for name, seen in types.items():
+        concrete = {t for t in seen if t != pa.null()}
+        fields.append(pa.field(name, concrete.pop() if len(concrete) == 1 else (pa.null() if not concrete else pa.string())))
+    return pa.schema(fields)
+
+
+def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    columns = []
+    for f in schema:
+        if f.name not in table.column_names:
+            columns.append(pa.nulls(table.num_rows, f.type))
+        else:
+            column = table.column(f.name)
+            columns.append(column if column.type == f.type else column.cast(f.type))
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
+def unify(tables: list[pa.Table]) -> pa.Table:
+    if not tables:
+        return pa.table({})
+    schema = unified_schema([t.schema for t in tables])
+    return pa.concat_tables([conform(t, schema) for t in tables])

@@ -27,13 +27,14 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from . import __version__, progress
 from .clustering import cluster
 from .embedding import embed, make_encoder
 from .errors import KoqualityError
 from .export import export
-from .ingest import DROPPED_SCHEMA, SourceSpec, ingest
+from .ingest import DROPPED_SCHEMA, SourceSpec, ingest_to_parquet
 from .recipe import Recipe, fingerprint
 from .sampling import sample
 from .scoring import make_scorer, score
@@ -214,29 +215,38 @@ def _run(recipe: Recipe, run_dir: Path) -> RunResult:
         tmp.write_text(recipe.to_yaml(), encoding="utf-8")
 
     specs = [SourceSpec(**s.model_dump()) for s in recipe.sources]
-    ingested = stages.run("ingest", ingest, specs, on_error=recipe.ingest.on_error, max_chars=recipe.ingest.max_chars)
-    stages.note("ingest", rows_in=ingested.read, rows_out=ingested.corpus.num_rows)
+    ingested_path = run_dir / "ingested.parquet"
+    ingested = stages.run("ingest", ingest_to_parquet, specs, ingested_path, on_error=recipe.ingest.on_error,
+                          max_chars=recipe.ingest.max_chars)
+    stages.note("ingest", rows_in=ingested.read, rows_out=pq.ParquetFile(ingested_path).metadata.num_rows)
     for name, mapping in ingested.mappings.items():
         log.info("source %s: %s", name, mapping)
 
-    scored = stages.run("score", scores_cached, ingested.corpus, recipe, run_dir, stages)
-    unscorable = scored.filter(pc.is_null(scored.column("ppl")))
-    corpus = scored.filter(pc.is_valid(scored.column("ppl")))
-    dropped = pa.concat_tables([ingested.dropped, _unscorable_rows(unscorable, recipe)])
-    write_table(corpus, run_dir / "corpus.parquet")
+    # Each stage reads only the columns it needs: the corpus's texts and extras stay on disk.
+    to_score = pq.read_table(ingested_path, columns=["id", recipe.score.field])
+    scored = stages.run("score", scores_cached, to_score, recipe, run_dir, stages)
+    corpus_path = run_dir / "corpus.parquet"
+    unscorable, n_corpus = _write_corpus(ingested_path, scored.column("ppl"), scored.column("n_tokens"), corpus_path, recipe)
+    del to_score, scored
+    ingested_path.unlink()
+    dropped = pa.concat_tables([ingested.dropped, unscorable])
     write_table(dropped, run_dir / "dropped.parquet")
-    if corpus.num_rows == 0:
+    if n_corpus == 0:
         raise KoqualityError(f"{run_dir}: no rows left after ingest and scoring (see {run_dir / 'dropped.parquet'})")
 
+    columns = list(dict.fromkeys(["id", "source", "instruction", "len", "ppl", recipe.embed.field]))
+    corpus = pq.read_table(corpus_path, columns=columns)
     vectors = stages.run("embed", vectors_cached, corpus, recipe, run_dir, stages)
     c = recipe.cluster
     clustered = stages.run("cluster", cluster, corpus, vectors, c.len_groups, c.k, seed=recipe.seed,
                            n_init=c.n_init, niter=c.niter, device=c.device)
+    del vectors
     cluster_path = run_dir / "clusters" / f"len{c.len_groups}_k{c.k}.parquet"
     write_table(clustered.table.select(["id", "len_group", "cluster"]), cluster_path)
     write_json(clustered.info, cluster_path.with_suffix(".json"))
 
-    selection = stages.run("sample", sample, clustered.table, recipe.sample.method, recipe.sample.ratio, seed=recipe.seed)
+    chosen = stages.run("sample", sample, clustered.table, recipe.sample.method, recipe.sample.ratio, seed=recipe.seed)
+    selection = _full_rows(corpus_path, chosen)
     selection_path = run_dir / "selections" / f"{recipe.selection_name()}.jsonl"
     write_table(selection, selection_path)
     export_path = run_dir / "export" / f"train{EXPORT_SUFFIX[recipe.export.format]}"
@@ -245,7 +255,7 @@ def _run(recipe: Recipe, run_dir: Path) -> RunResult:
     manifest = {
         "name": recipe.name,
         "koquality": __version__,
-        "rows": {"read": ingested.read, "dropped": dropped.num_rows, "corpus": corpus.num_rows,
+        "rows": {"read": ingested.read, "dropped": dropped.num_rows, "corpus": n_corpus,
                  "selected": selection.num_rows},
         "dropped_by_reason": dict(Counter(dropped.column("reason").to_pylist())),
         "cleaned": ingested.cleaned,
@@ -266,6 +276,37 @@ def _run(recipe: Recipe, run_dir: Path) -> RunResult:
     write_json(manifest, run_dir / "manifest.json")
     log.info("rows %s", manifest["rows"])
     return RunResult(run_dir, manifest, selection)
+
+
+def _write_corpus(ingested_path: Path, ppl: pa.ChunkedArray, n_tokens: pa.ChunkedArray, corpus_path: Path,
+                  recipe: Recipe, batch_rows: int = 65536) -> tuple[pa.Table, int]:
+    """Stream the ingested rows into the corpus with their scores; unscorable rows go to the dropped table."""
+    source = pq.ParquetFile(ingested_path)
+    schema = source.schema_arrow.append(pa.field("ppl", pa.float64())).append(pa.field("n_tokens", pa.int32()))
+    unscorable, offset, kept = [], 0, 0
+    with atomic_path(corpus_path) as tmp, pq.ParquetWriter(tmp, schema) as writer:
+        for batch in source.iter_batches(batch_size=batch_rows):
+            rows = pa.Table.from_batches([batch])
+            rows = rows.append_column("ppl", ppl.slice(offset, rows.num_rows))
+            rows = rows.append_column("n_tokens", n_tokens.slice(offset, rows.num_rows))
+            offset += rows.num_rows
+            valid = pc.is_valid(rows.column("ppl"))
+            good = rows.filter(valid)
+            writer.write_table(good)
+            kept += good.num_rows
+            if good.num_rows < rows.num_rows:
+                unscorable.append(_unscorable_rows(rows.filter(pc.invert(valid)), recipe))
+    return pa.concat_tables([DROPPED_SCHEMA.empty_table(), *unscorable]), kept
+
+
+def _full_rows(corpus_path: Path, chosen: pa.Table, batch_rows: int = 65536) -> pa.Table:
+    """The selected rows with every corpus column, in the selection's order, read by streaming the corpus."""
+    ids = chosen.column("id")
+    found = [pa.Table.from_batches([b]).filter(pc.is_in(b.column("id"), value_set=ids))
+             for b in pq.ParquetFile(corpus_path).iter_batches(batch_size=batch_rows)]
+    rows = pa.concat_tables(found) if found else pq.read_schema(corpus_path).empty_table()
+    rows = rows.take(pc.index_in(ids, value_set=rows.column("id")))
+    return rows.append_column("len_group", chosen.column("len_group")).append_column("cluster", chosen.column("cluster"))
 
 
 def _unscorable_rows(rows: pa.Table, recipe: Recipe) -> pa.Table:

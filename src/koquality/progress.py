@@ -68,7 +68,11 @@ def rich_reporter(console) -> Reporter:
                       TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), console=console,
                       transient=False) as progress:
             task = progress.add_task(description, total=total)
-            yield lambda n=1: progress.advance(task, n)
+            try:
+                yield lambda n=1: progress.advance(task, n)
+            except BaseException:
+                progress.remove_task(task)  # an error's one-line message should stand alone
+                raise
             if total is not None:
                 progress.update(task, completed=total)
 

@@ -409,10 +409,17 @@ class SourceRows:
     problems: list[Problem] = field(default_factory=list)
 
 
-def read_source(path: str | os.PathLike, name: str | None = None, field_map: list[str] | dict[str, str] | None = None,
+def read_source(path: str | os.PathLike, **options: Any) -> SourceRows:
+    """Read one source file or hub dataset whole (options as `iter_source`)."""
+    return next(iter_source(path, chunk_rows=None, **options))
+
+
+def iter_source(path: str | os.PathLike, name: str | None = None, field_map: list[str] | dict[str, str] | None = None,
                 encoding: str = "utf-8", split: str = "train", config: str | None = None, join: str = "\n",
-                source_from: str | None = None, turns: str = "first", on_error: str = "raise") -> SourceRows:
-    """Read one source file or hub dataset.
+                source_from: str | None = None, turns: str = "first", on_error: str = "raise",
+                chunk_rows: int | None = 50_000) -> Iterator[SourceRows]:
+    """Read one source file or hub dataset in chunks of `chunk_rows` rows (None: one chunk), so a large
+    file never has to be held whole.
 
     `join` separates fields joined with `+` in the map; `source_from` names each row's source by the part of
     that field before the first `_` (KULLM-v2's ids: `dolly_12` → `dolly`); `turns="all"` makes one pair per
@@ -439,6 +446,10 @@ def read_source(path: str | os.PathLike, name: str | None = None, field_map: lis
     fmap: FieldMap | None = None
     n = 0
     for location, record in records:
+        if chunk_rows and n >= chunk_rows:
+            yield rows
+            rows = SourceRows(name=rows.name, path=path, fmap=fmap, row_sources=[] if source_from else None)
+            n = 0
         if isinstance(record, Problem):
             broken(location, record.message)
             continue
@@ -481,4 +492,4 @@ def read_source(path: str | os.PathLike, name: str | None = None, field_map: lis
                     values.append(None)
     if fmap is None and not rows.problems:
         raise KoqualityError(f"{path}: no records (expected at least one)")
-    return rows
+    yield rows

@@ -2,7 +2,8 @@
 
 Morphemes (form/tag) rather than whitespace words, because Korean glues particles and endings onto words:
 `학교에`, `학교는` and `학교를` share the morpheme `학교/NNG`. The SVD is fitted on the texts being embedded
-(transductive, like the k-means that follows), seeded, so the same corpus gives the same vectors.
+(transductive, like the k-means that follows; on a seeded sample of at most 200K rows for a large corpus),
+seeded, so the same corpus gives the same vectors.
 """
 
 from __future__ import annotations
@@ -19,11 +20,13 @@ def _identity(tokens):
 
 
 class TfidfEncoder:
-    def __init__(self, dims: int = 256, seed: int = 0, min_df: int | None = None, num_workers: int = -1):
+    def __init__(self, dims: int = 256, seed: int = 0, min_df: int | None = None, num_workers: int = -1,
+                 svd_rows: int = 200_000):
         self.dims = dims
         self.seed = seed
         self.min_df = min_df
         self.num_workers = num_workers
+        self.svd_rows = svd_rows
 
     def config(self) -> dict[str, Any]:
         return {"encoder": "tfidf", "dims": self.dims, "seed": self.seed, "min_df": self.min_df,
@@ -49,8 +52,14 @@ class TfidfEncoder:
         components = min(self.dims, tfidf.shape[1] - 1, n - 1)
         vectors = np.zeros((n, self.dims), dtype=np.float32)
         if components >= 1:
-            svd = TruncatedSVD(n_components=components, random_state=self.seed)
-            vectors[:, :components] = svd.fit_transform(tfidf)
+            # Fit on at most `svd_rows` rows (seeded): the randomized SVD's work arrays grow with rows × dims,
+            # ~2 GB at 2M rows; the components of a 200K-row sample span the same topics.
+            fit_on = tfidf
+            if n > self.svd_rows:
+                fit_on = tfidf[np.sort(np.random.default_rng(self.seed).choice(n, self.svd_rows, replace=False))]
+            svd = TruncatedSVD(n_components=components, random_state=self.seed).fit(fit_on)
+            for start in range(0, n, 65536):
+                vectors[start:start + 65536, :components] = svd.transform(tfidf[start:start + 65536])
         norms = np.linalg.norm(vectors, axis=1, keepdims=True)
         np.divide(vectors, norms, out=vectors, where=norms > 0)
         return vectors
