@@ -1,7 +1,6 @@
 """The Hugging Face backends on tiny models built here and loaded through the same `--model PATH` code
 users run. Skipped when the `hf` extra (torch, transformers) is not installed."""
 
-import json
 import math
 import random
 
@@ -19,7 +18,7 @@ from koquality.clustering import kmeans  # noqa: E402
 from koquality.embedding import embed, make_encoder  # noqa: E402
 from koquality.recipe import parse_recipe  # noqa: E402
 from koquality.pipeline import run  # noqa: E402
-from koquality.scoring import make_scorer, score  # noqa: E402
+from koquality.scoring import make_scorer  # noqa: E402
 from koquality.tables import read_table, write_table  # noqa: E402
 
 

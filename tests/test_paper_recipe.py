@@ -90,3 +90,18 @@ def test_hub_failure_is_one_clear_line(monkeypatch):
     monkeypatch.setattr(datasets, "load_dataset", offline)
     with pytest.raises(KoqualityError, match=r"^nlpai-lab/kullm-v2: cannot be loaded from the Hugging Face hub \(ConnectionError: "):
         ingest([SourceSpec("nlpai-lab/kullm-v2")])
+
+
+def test_hub_split_and_config_reach_load_dataset(monkeypatch, tmp_path):
+    import datasets
+
+    calls = []
+
+    def fake_load_dataset(name, config=None, split=None, **kwargs):
+        calls.append((name, config, split))
+        return datasets.Dataset.from_list(KOALPACA)
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    result = ingest([SourceSpec("beomi/KoAlpaca-v1.1a", split="validation", config="v1.1a")])
+    assert calls == [("beomi/KoAlpaca-v1.1a", "v1.1a", "validation")]
+    assert result.corpus.column("source").to_pylist() == ["KoAlpaca-v1.1a"] * 2

@@ -168,7 +168,7 @@ def cluster(table: pa.Table, vectors: np.ndarray, len_groups: int, k: int, seed:
     clusters = np.zeros(table.num_rows, dtype=np.int32)
     info: dict[str, Any] = {"len_groups": len_groups, "k": k, "seed": seed, "n_init": n_init, "niter": niter,
                             "boundaries": boundaries.tolist(), "groups": [], "clamped": []}
-    with progress.stage(f"cluster", table.num_rows) as advance:
+    with progress.stage("cluster", table.num_rows) as advance:
         for g in range(len_groups):
             rows = np.flatnonzero(groups == g)
             k_used = min(k, len(rows))

@@ -9,7 +9,8 @@ rendered texts, one blank line between examples).
 
 from __future__ import annotations
 
-import json
+import os
+import shutil
 from pathlib import Path
 
 import pyarrow as pa
@@ -54,7 +55,11 @@ def export(table: pa.Table, path: str | Path, format: str | None = None, templat
     if format == "hf":
         from datasets import Dataset
 
-        Dataset(rendered).save_to_disk(str(path))
+        tmp = path.with_name(f".{path.name}.tmp")  # a directory: written beside, then swapped in
+        shutil.rmtree(tmp, ignore_errors=True)
+        Dataset(rendered).save_to_disk(str(tmp))
+        shutil.rmtree(path, ignore_errors=True)
+        os.replace(tmp, path)
     elif format == "text":
         with atomic_path(path) as tmp:
             tmp.write_text("\n\n".join(rendered.column("text").to_pylist()) + "\n", encoding="utf-8")

@@ -82,13 +82,13 @@ def expand(path: str | os.PathLike) -> list[str]:
     return [text]
 
 
-def source_name(name: str | None, path: Path) -> str:
+def source_name(name: str | None, default: str) -> str:
     """Source names become column values and, in reports, file names: keep them to word characters."""
     if name is not None:
         if not SOURCE_NAME.fullmatch(name):
             raise KoqualityError(f"--source {name!r}: use letters, digits, '_', '-' or '.' (not starting with '.' or '-')")
         return name
-    return re.sub(r"[^\w.\-]", "_", path.stem).lstrip(".-") or "source"
+    return re.sub(r"[^\w.\-]", "_", default).lstrip(".-") or "source"
 
 
 @dataclass(frozen=True)
@@ -433,10 +433,12 @@ def iter_source(path: str | os.PathLike, name: str | None = None, field_map: lis
     if is_hub_id(str(path)):
         records = hub_records(str(path), split=split, config=config)
         path = Path(str(path))
+        default_name = path.name  # org/KoAlpaca-v1.1a → KoAlpaca-v1.1a
     else:
         path = resolve_path(path)
         records = read_records(path, encoding=encoding)
-    rows = SourceRows(name=source_name(name, path), path=path, fmap=FieldMap(), row_sources=[] if source_from else None)
+        default_name = path.stem
+    rows = SourceRows(name=source_name(name, default_name), path=path, fmap=FieldMap(), row_sources=[] if source_from else None)
 
     def broken(location: str, message: str) -> None:
         if on_error == "raise":

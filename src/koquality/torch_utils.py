@@ -57,5 +57,16 @@ def token_budget_batches(lengths: Sequence[int], batch_tokens: int) -> list[list
     return batches
 
 
+def right_padded(torch, rows: list[list[int]], pad_id: int, device: str):
+    """Token id rows → (input_ids, attention_mask), right-padded to the longest row, on `device`."""
+    width = max(len(r) for r in rows)
+    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for r, row in enumerate(rows):
+        input_ids[r, :len(row)] = torch.tensor(row)
+        mask[r, :len(row)] = 1
+    return input_ids.to(device), mask.to(device)
+
+
 def load_options(revision: str | None, trust_remote_code: bool) -> dict[str, Any]:
     return {"revision": revision, "trust_remote_code": trust_remote_code}

@@ -12,7 +12,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..errors import KoqualityError
-from ..torch_utils import import_torch, load_options, resolve_device, resolve_dtype, token_budget_batches
+from ..torch_utils import (import_torch, load_options, resolve_device, resolve_dtype, right_padded,
+                           token_budget_batches)
 
 POOLINGS = ("pooler", "cls", "mean")
 
@@ -51,13 +52,7 @@ class HFEncoder:
         out: np.ndarray | None = None
         with torch.inference_mode():
             for batch in token_budget_batches([len(r) for r in ids], self.batch_tokens):
-                width = max(len(ids[i]) for i in batch)
-                input_ids = torch.full((len(batch), width), pad, dtype=torch.long)
-                mask = torch.zeros((len(batch), width), dtype=torch.long)
-                for r, i in enumerate(batch):
-                    input_ids[r, :len(ids[i])] = torch.tensor(ids[i])
-                    mask[r, :len(ids[i])] = 1
-                input_ids, mask = input_ids.to(self.device), mask.to(self.device)
+                input_ids, mask = right_padded(torch, [ids[i] for i in batch], pad, self.device)
                 result = self.model(input_ids=input_ids, attention_mask=mask)
                 if self.pooling == "pooler":
                     pooled = result.pooler_output

@@ -14,7 +14,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..torch_utils import import_torch, load_options, resolve_device, resolve_dtype, token_budget_batches
+from ..torch_utils import (import_torch, load_options, resolve_device, resolve_dtype, right_padded,
+                           token_budget_batches)
 from . import SCORE_DTYPE
 
 
@@ -67,14 +68,7 @@ class HFScorer:
         lengths = [len(ids[i]) for i in scorable]
         with torch.inference_mode():
             for batch in token_budget_batches(lengths, self.batch_tokens):
-                rows = [ids[scorable[j]] for j in batch]
-                width = max(len(r) for r in rows)
-                input_ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
-                mask = torch.zeros((len(rows), width), dtype=torch.long)
-                for r, row in enumerate(rows):
-                    input_ids[r, :len(row)] = torch.tensor(row)
-                    mask[r, :len(row)] = 1
-                input_ids, mask = input_ids.to(self.device), mask.to(self.device)
+                input_ids, mask = right_padded(torch, [ids[scorable[j]] for j in batch], self.pad_id, self.device)
                 logits = self.model(input_ids=input_ids, attention_mask=mask).logits[:, :-1]
                 labels = input_ids[:, 1:].masked_fill(mask[:, 1:] == 0, -100)
                 nll = torch.nn.functional.cross_entropy(
