@@ -27,7 +27,7 @@ def test_run_demo_writes_the_run_directory(demo_run):
     assert sum(manifest["dropped_by_reason"].values()) == rows["dropped"]
     corpus = pq.read_table(out / "corpus.parquet")
     assert corpus.num_rows == rows["corpus"] and corpus.column("ppl").null_count == 0
-    selection = read_table(out / "selections" / "len5_k5_mppl_n0.1.jsonl")
+    selection = read_table(out / "selections" / "len5_k10_mppl_n0.1.jsonl")
     assert selection.num_rows == rows["selected"]
     assert set(selection.column("id").to_pylist()) <= set(corpus.column("id").to_pylist())
     train = read_table(out / "export" / "train.jsonl")
@@ -40,7 +40,7 @@ def test_run_demo_writes_the_run_directory(demo_run):
 def test_run_twice_is_byte_identical_and_uses_the_cache(demo_run, tmp_path):
     out, _ = demo_run
     koquality("run", "--output", tmp_path / "again")
-    for name in ("corpus.parquet", "selections/len5_k5_mppl_n0.1.jsonl", "export/train.jsonl"):
+    for name in ("corpus.parquet", "selections/len5_k10_mppl_n0.1.jsonl", "export/train.jsonl"):
         assert (out / name).read_bytes() == (tmp_path / "again" / name).read_bytes(), name
     koquality("run", "--output", out)  # into the same directory: scores and vectors come from the cache
     manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))

@@ -35,21 +35,79 @@ def _summary(title: str, rows: list[tuple[str, object]]) -> None:
 @app.command()
 def run(recipe: str = typer.Option("demo", help="demo, paper, or a recipe .yaml file"),
         output: Optional[Path] = typer.Option(None, help="run directory (default: runs/<recipe name>)"),
-        force: bool = typer.Option(False, help="replace a run directory that holds a different recipe")):
-    """Run the whole pipeline: ingest → score → embed → cluster → sample → export."""
+        force: bool = typer.Option(False, help="replace a run directory that holds a different recipe"),
+        report: bool = typer.Option(True, help="write report.html at the end")):
+    """Run the whole pipeline: ingest → score → embed → cluster → sample → export → report."""
     from .pipeline import run as run_pipeline
     from .recipe import load_recipe
+    from .report import summary_rows
 
     loaded = load_recipe(recipe)
-    result = run_pipeline(loaded, output or Path("runs") / loaded.name, force=force)
-    m = result.manifest
-    rows = [("rows read", m["rows"]["read"]), ("dropped", m["rows"]["dropped"])]
-    rows += [(f"  {reason}", n) for reason, n in sorted(m["dropped_by_reason"].items())]
-    rows += [("corpus", m["rows"]["corpus"]), ("selected", m["rows"]["selected"])]
-    rows += [(f"  {source}", n) for source, n in sorted(m["selected_by_source"].items())]
-    rows += [(f"{stage} (s)", f"{info['seconds']:.2f}") for stage, info in m["stages"].items() if "seconds" in info]
-    rows += [("selection", str(result.selection_path)), ("training text", str(result.run_dir / m["files"]["export"]))]
+    result = run_pipeline(loaded, output or Path("runs") / loaded.name, force=force, report=report)
+    rows = summary_rows(result.manifest)
+    rows += [("selection", str(result.selection_path)), ("training text", str(result.run_dir / result.manifest["files"]["export"]))]
+    if report:
+        rows += [("report", str(result.run_dir / "report.html"))]
     _summary(f"koquality run: {loaded.name} → {result.run_dir}", rows)
+
+
+def _numbers(text: str, kind, option: str) -> list:
+    try:
+        return [kind(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise KoqualityError(f"{option} {text}: expected comma-separated {kind.__name__}s, e.g. {option} 1,5,10") from None
+
+
+@app.command()
+def sweep(inputs: Optional[List[str]] = typer.Argument(None, help="sources (default: the recipe's, or the demo corpus)"),
+          recipe: Optional[str] = typer.Option(None, help="demo, paper, or a recipe .yaml file"),
+          len_groups: str = typer.Option("1,5,10,20", help="L values"),
+          k: str = typer.Option("1,10,20,50,100", help="K values"),
+          method: str = typer.Option("rand,ppl,ppl_h", help="methods"),
+          ratio: str = typer.Option("0.1,0.05,0.01", help="N values"),
+          output: Path = typer.Option(Path("runs/sweep"), help="run directory"),
+          force: bool = typer.Option(False, help="replace a run directory that holds a different recipe"),
+          report: bool = typer.Option(True, help="write report.html at the end")):
+    """The paper's experiment grid: every (L, K, method, N) selection, scoring and embedding once."""
+    from .recipe import load_recipe, parse_recipe
+    from .report import summary_rows
+    from .sweep import sweep as run_sweep
+
+    base = load_recipe(recipe or "demo")
+    if inputs:
+        data = base.model_dump()
+        data.update(name="sweep", sources=[{"path": p} for p in inputs])
+        base = parse_recipe(data, "sweep")
+    result = run_sweep(base, output, _numbers(len_groups, int, "--len-groups"), _numbers(k, int, "--k"),
+                       [m.strip() for m in method.split(",") if m.strip()], _numbers(ratio, float, "--ratio"),
+                       force=force, report=report)
+    rows = summary_rows(result.manifest) + [("sweep table", str(result.run_dir / "sweep.csv"))]
+    if report:
+        rows += [("report", str(result.run_dir / "report.html"))]
+    _summary(f"koquality sweep → {result.run_dir}", rows)
+
+
+@app.command()
+def report(run_dir: Path = typer.Argument(..., help="a run or sweep directory")):
+    """Write RUN_DIR/report.html (figures inline) and RUN_DIR/figures/*.png."""
+    from .report import write_report
+
+    path = write_report(run_dir)
+    _summary(f"report → {path}", [("figures", str(run_dir / "figures"))])
+
+
+@app.command()
+def inspect(run_dir: Path = typer.Argument(..., help="a run or sweep directory")):
+    """Print a run's summary table."""
+    import json
+
+    from .report import summary_rows
+
+    manifest_path = run_dir / "manifest.json"
+    if not manifest_path.exists():
+        raise KoqualityError(f"{run_dir}: not a koquality run directory (no manifest.json)")
+    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    _summary(f"{manifest['name']}: {run_dir}", summary_rows(manifest) + [("selection", manifest["files"]["selection"])])
 
 
 def _source_specs(sources: list[str], names: list[str] | None, maps: list[str] | None, **options) -> list:

@@ -16,6 +16,7 @@ and clusters are reused when what produced them is unchanged. Every row read is 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import platform
 import time
@@ -139,7 +140,7 @@ def scores_cached(table: pa.Table, recipe: Recipe, run_dir: Path, stages: _Stage
     return table.append_column("n_tokens", cached.column("n_tokens").take(index))
 
 
-def vectors_cached(corpus: pa.Table, recipe: Recipe, run_dir: Path, stages: _Stages) -> np.ndarray:
+def vectors_cached(corpus: pa.Table, recipe: Recipe, run_dir: Path, stages: _Stages) -> tuple[np.ndarray, Path]:
     """Vectors for the corpus rows, in order. Row-independent encoders (`hf`, `st`) write shards by id as
     they go, like scoring; TF-IDF is fitted on the whole corpus at once, so it is cached whole."""
     config = recipe.embed.model_dump()
@@ -151,7 +152,7 @@ def vectors_cached(corpus: pa.Table, recipe: Recipe, run_dir: Path, stages: _Sta
     path = run_dir / "vectors" / f"{encoder}-{key}.npy"
     if path.exists():
         stages.note("embed", cache=str(path.relative_to(run_dir)), from_cache=True)
-        return load_vectors(path)
+        return load_vectors(path), path
     if encoder == "tfidf":
         vectors = embed(corpus, make_encoder("tfidf", dims=recipe.embed.dims, seed=recipe.seed), field=recipe.embed.field)
         stages.note("embed", embedded=corpus.num_rows)
@@ -160,7 +161,7 @@ def vectors_cached(corpus: pa.Table, recipe: Recipe, run_dir: Path, stages: _Sta
         stages.note("embed", embedded=embedded)
     save_vectors(vectors, path)
     stages.note("embed", cache=str(path.relative_to(run_dir)), from_cache=False)
-    return vectors
+    return vectors, path
 
 
 def _sharded_vectors(corpus: pa.Table, recipe: Recipe, directory: Path) -> tuple[np.ndarray, int]:
@@ -192,28 +193,39 @@ def _sharded_vectors(corpus: pa.Table, recipe: Recipe, directory: Path) -> tuple
     return np.stack([found[rid] for rid in ids]).astype(np.float32), len(missing)
 
 
-def run(recipe: Recipe, run_dir: str | Path, force: bool = False) -> RunResult:
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    check_recipe_dir(run_dir, recipe, force)
+@contextlib.contextmanager
+def run_log(run_dir: Path):
+    """Log to run_dir/run.log for the duration of a run or sweep."""
     handler = logging.FileHandler(run_dir / "run.log", encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     log.addHandler(handler)
     log.setLevel(logging.INFO)
     try:
-        return _run(recipe, run_dir)
+        yield
     finally:
         log.removeHandler(handler)
         handler.close()
 
 
-def _run(recipe: Recipe, run_dir: Path) -> RunResult:
-    stages = _Stages()
-    started = time.perf_counter()
+@dataclass
+class Prepared:
+    """What every selection of a run directory shares: the scored corpus and its vectors."""
+
+    corpus_path: Path
+    corpus: pa.Table  # the columns clustering and sampling need; texts and extras stay in corpus_path
+    vectors: np.ndarray
+    vectors_path: Path
+    read: int
+    dropped: pa.Table
+    mappings: dict[str, str]
+    cleaned: dict[str, int]
+
+
+def prepare(recipe: Recipe, run_dir: Path, stages: _Stages) -> Prepared:
+    """ingest → score → corpus.parquet (+ dropped.parquet) → vectors, each from its cache when it can be."""
     log.info("run %s into %s", recipe.name, run_dir)
     with atomic_path(run_dir / "recipe.yaml") as tmp:
         tmp.write_text(recipe.to_yaml(), encoding="utf-8")
-
     specs = [SourceSpec(**s.model_dump()) for s in recipe.sources]
     ingested_path = run_dir / "ingested.parquet"
     ingested = stages.run("ingest", ingest_to_parquet, specs, ingested_path, on_error=recipe.ingest.on_error,
@@ -236,45 +248,74 @@ def _run(recipe: Recipe, run_dir: Path) -> RunResult:
 
     columns = list(dict.fromkeys(["id", "source", "instruction", "len", "ppl", recipe.embed.field]))
     corpus = pq.read_table(corpus_path, columns=columns)
-    vectors = stages.run("embed", vectors_cached, corpus, recipe, run_dir, stages)
+    vectors, vectors_path = stages.run("embed", vectors_cached, corpus, recipe, run_dir, stages)
+    return Prepared(corpus_path, corpus, vectors, vectors_path, ingested.read, dropped, ingested.mappings,
+                    ingested.cleaned)
+
+
+def cluster_into(run_dir: Path, prepared: Prepared, recipe: Recipe, len_groups: int, k: int):
+    """Cluster the corpus with (L, K) and write clusters/len{L}_k{K}.parquet and .json."""
     c = recipe.cluster
-    clustered = stages.run("cluster", cluster, corpus, vectors, c.len_groups, c.k, seed=recipe.seed,
-                           n_init=c.n_init, niter=c.niter, device=c.device)
-    del vectors
-    cluster_path = run_dir / "clusters" / f"len{c.len_groups}_k{c.k}.parquet"
-    write_table(clustered.table.select(["id", "len_group", "cluster"]), cluster_path)
-    write_json(clustered.info, cluster_path.with_suffix(".json"))
+    clustered = cluster(prepared.corpus, prepared.vectors, len_groups, k, seed=recipe.seed, n_init=c.n_init,
+                        niter=c.niter, device=c.device)
+    path = run_dir / "clusters" / f"len{len_groups}_k{k}.parquet"
+    write_table(clustered.table.select(["id", "len_group", "cluster"]), path)
+    write_json(clustered.info, path.with_suffix(".json"))
+    return clustered, path
 
-    chosen = stages.run("sample", sample, clustered.table, recipe.sample.method, recipe.sample.ratio, seed=recipe.seed)
-    selection = _full_rows(corpus_path, chosen)
-    selection_path = run_dir / "selections" / f"{recipe.selection_name()}.jsonl"
-    write_table(selection, selection_path)
-    export_path = run_dir / "export" / f"train{EXPORT_SUFFIX[recipe.export.format]}"
-    stages.run("export", export, selection, export_path, format=recipe.export.format, template=recipe.export.template)
 
+def base_manifest(recipe: Recipe, run_dir: Path, prepared: Prepared, stages: _Stages, started: float) -> dict[str, Any]:
     manifest = {
         "name": recipe.name,
         "koquality": __version__,
-        "rows": {"read": ingested.read, "dropped": dropped.num_rows, "corpus": n_corpus,
-                 "selected": selection.num_rows},
-        "dropped_by_reason": dict(Counter(dropped.column("reason").to_pylist())),
-        "cleaned": ingested.cleaned,
-        "sources": {name: {"mapping": m} for name, m in ingested.mappings.items()},
-        "corpus_by_source": dict(Counter(corpus.column("source").to_pylist())),
-        "selected_by_source": dict(Counter(selection.column("source").to_pylist())),
-        "cluster": clustered.info,
+        "rows": {"read": prepared.read, "dropped": prepared.dropped.num_rows, "corpus": prepared.corpus.num_rows},
+        "dropped_by_reason": dict(Counter(prepared.dropped.column("reason").to_pylist())),
+        "cleaned": prepared.cleaned,
+        "sources": {name: {"mapping": m} for name, m in prepared.mappings.items()},
+        "corpus_by_source": dict(Counter(prepared.corpus.column("source").to_pylist())),
         "seed": recipe.seed,
         "stages": stages.records,
         "seconds": round(time.perf_counter() - started, 3),
         "versions": versions(),
         "files": {"recipe": "recipe.yaml", "corpus": "corpus.parquet", "dropped": "dropped.parquet",
-                  "clusters": str(cluster_path.relative_to(run_dir)),
-                  "selection": str(selection_path.relative_to(run_dir)),
-                  "export": str(export_path.relative_to(run_dir))},
+                  "vectors": str(prepared.vectors_path.relative_to(run_dir))},
     }
     assert manifest["rows"]["read"] == manifest["rows"]["dropped"] + manifest["rows"]["corpus"], "a row went missing"
-    write_json(manifest, run_dir / "manifest.json")
-    log.info("rows %s", manifest["rows"])
+    return manifest
+
+
+def run(recipe: Recipe, run_dir: str | Path, force: bool = False, report: bool = True) -> RunResult:
+    """The whole pipeline into `run_dir`, then (unless `report=False`) report.html."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    check_recipe_dir(run_dir, recipe, force)
+    with run_log(run_dir):
+        stages = _Stages()
+        started = time.perf_counter()
+        prepared = prepare(recipe, run_dir, stages)
+        c, s = recipe.cluster, recipe.sample
+        clustered, cluster_path = stages.run("cluster", cluster_into, run_dir, prepared, recipe, c.len_groups, c.k)
+        chosen = stages.run("sample", sample, clustered.table, s.method, s.ratio, seed=recipe.seed)
+        selection = _full_rows(prepared.corpus_path, chosen)
+        selection_path = run_dir / "selections" / f"{recipe.selection_name()}.jsonl"
+        write_table(selection, selection_path)
+        export_path = run_dir / "export" / f"train{EXPORT_SUFFIX[recipe.export.format]}"
+        stages.run("export", export, selection, export_path, format=recipe.export.format, template=recipe.export.template)
+        manifest = base_manifest(recipe, run_dir, prepared, stages, started)
+        manifest["rows"]["selected"] = selection.num_rows
+        manifest["selected_by_source"] = dict(Counter(selection.column("source").to_pylist()))
+        manifest["cluster"] = clustered.info
+        manifest["files"].update(clusters=str(cluster_path.relative_to(run_dir)),
+                                 selection=str(selection_path.relative_to(run_dir)),
+                                 export=str(export_path.relative_to(run_dir)))
+        write_json(manifest, run_dir / "manifest.json")
+        log.info("rows %s", manifest["rows"])
+        if report:
+            from .report import write_report
+
+            stages.run("report", write_report, run_dir)
+            manifest["stages"] = stages.records
+            write_json(manifest, run_dir / "manifest.json")
     return RunResult(run_dir, manifest, selection)
 
 

@@ -73,7 +73,7 @@ def rich_reporter(console) -> Reporter:
             except BaseException:
                 progress.remove_task(task)  # an error's one-line message should stand alone
                 raise
-            if total is not None:
-                progress.update(task, completed=total)
+            done = progress.tasks[-1].completed
+            progress.update(task, total=total if total is not None else done, completed=total if total is not None else done)
 
     return report

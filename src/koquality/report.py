@@ -1,0 +1,312 @@
+"""Report: one self-contained HTML page (figures inline, no network requests) and the PNGs under figures/.
+
+Reads a run (or sweep) directory and shows what a selection looks like before anyone spends GPU days on it:
+perplexity per source and what the selection kept, the length distribution with the length-group
+boundaries, cluster sizes, a 2-D map of the embeddings (PCA; UMAP when installed) with the selected rows
+highlighted, selected vs all, heatmaps over (L, K) for a sweep, and example rows — the lowest- and
+highest-perplexity instructions of each source and a few rows per cluster, so a person can see what
+"high perplexity" means in this corpus.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .errors import KoqualityError
+from .tables import atomic_path, load_vectors, read_table
+
+MAP_POINTS = 20_000  # points drawn in the embedding map (a seeded sample beyond that)
+COLORS = ["#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860", "#DA8BC3", "#8C8C8C", "#CCB974", "#64B5CD"]
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plt.rcParams.update({"figure.dpi": 100, "axes.spines.top": False, "axes.spines.right": False, "font.size": 9})
+    return plt
+
+
+def _load(run_dir: Path) -> dict[str, Any]:
+    manifest_path = run_dir / "manifest.json"
+    if not manifest_path.exists():
+        raise KoqualityError(f"{run_dir}: not a koquality run directory (no manifest.json)")
+    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    files = manifest["files"]
+    corpus = pq.read_table(run_dir / files["corpus"], columns=["id", "source", "instruction", "output", "len", "ppl"])
+    clusters = pq.read_table(run_dir / files["clusters"])
+    selection = read_table(run_dir / files["selection"]).select(["id"])
+    selected = np.isin(corpus.column("id").to_numpy(zero_copy_only=False), selection.column("id").to_numpy(zero_copy_only=False))
+    info = json.loads((run_dir / files["clusters"]).with_suffix(".json").read_text(encoding="utf-8"))
+    return {"manifest": manifest, "corpus": corpus, "clusters": clusters, "selected": selected, "cluster_info": info,
+            "vectors": run_dir / files["vectors"], "sweep": run_dir / "sweep.csv"}
+
+
+def _save(fig, name: str, figures_dir: Path) -> str:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", bbox_inches="tight")
+    _plt().close(fig)
+    data = buffer.getvalue()
+    with atomic_path(figures_dir / f"{name}.png") as tmp:
+        tmp.write_bytes(data)
+    return base64.b64encode(data).decode("ascii")
+
+
+def fig_perplexity(corpus: pa.Table, selected: np.ndarray):
+    plt = _plt()
+    sources = sorted(set(corpus.column("source").to_pylist()))
+    log_ppl = np.log10(corpus.column("ppl").to_numpy())
+    source = np.array(corpus.column("source").to_pylist())
+    bins = np.linspace(log_ppl.min(), log_ppl.max() + 1e-9, 40)
+    fig, axes = plt.subplots(1, len(sources), figsize=(min(4 * len(sources), 16), 3), squeeze=False, sharex=True)
+    for ax, name, color in zip(axes[0], sources, COLORS * 10):
+        mine = source == name
+        ax.hist(log_ppl[mine], bins=bins, color=color, alpha=0.35, label=f"all ({mine.sum():,})")
+        ax.hist(log_ppl[mine & selected], bins=bins, color=color, histtype="step", linewidth=2,
+                label=f"selected ({(mine & selected).sum():,})")
+        ax.set_title(name)
+        ax.set_xlabel("log10 perplexity")
+        ax.legend(frameon=False)
+    axes[0][0].set_ylabel("rows")
+    return fig
+
+
+def fig_length(corpus: pa.Table, boundaries: list[float]):
+    plt = _plt()
+    lengths = corpus.column("len").to_numpy()
+    fig, ax = plt.subplots(figsize=(8, 3))
+    ax.hist(lengths, bins=np.logspace(0, np.log10(max(lengths.max(), 2)), 50), color=COLORS[0], alpha=0.7)
+    ax.set_xscale("log")
+    top = ax.get_ylim()[1]
+    for i, b in enumerate(boundaries[1:], start=1):
+        ax.axvline(max(b, 1), color=COLORS[3], linestyle="--", linewidth=1)
+        ax.text(max(b, 1), top * 0.98, f" q{i}={b:g}", color=COLORS[3], va="top", rotation=90, fontsize=8)
+    ax.set_xlabel("instruction length (characters, log scale)")
+    ax.set_ylabel("rows")
+    ax.set_title(f"length distribution and the {len(boundaries)} length-group boundaries")
+    return fig
+
+
+def fig_cluster_sizes(clusters: pa.Table):
+    plt = _plt()
+    groups = clusters.column("len_group").to_numpy()
+    labels = clusters.column("cluster").to_numpy()
+    fig, ax = plt.subplots(figsize=(8, 3))
+    for g in np.unique(groups):
+        sizes = np.sort(np.bincount(labels[groups == g]))[::-1]
+        ax.plot(np.arange(1, len(sizes) + 1), sizes, marker="o", markersize=3, label=f"length group {g}",
+                color=COLORS[int(g) % len(COLORS)])
+    ax.set_xlabel("cluster rank (largest first)")
+    ax.set_ylabel("rows in cluster")
+    ax.set_yscale("log")
+    ax.legend(frameon=False, ncol=2)
+    ax.set_title("cluster sizes per length group")
+    return fig
+
+
+def fig_embedding_map(vectors: np.ndarray, clusters: pa.Table, selected: np.ndarray, seed: int = 0):
+    plt = _plt()
+    rng = np.random.default_rng(seed)
+    shown = np.sort(rng.choice(len(vectors), MAP_POINTS, replace=False)) if len(vectors) > MAP_POINTS else np.arange(len(vectors))
+    x = vectors[shown].astype(np.float32)
+    if len(x) < 3:  # nothing to project: show the points where they are
+        x = np.pad(x, ((0, 0), (0, max(0, 2 - x.shape[1]))))
+    try:
+        if len(x) < 3:
+            raise ImportError
+        import umap  # optional: pip install umap-learn
+
+        xy, method = umap.UMAP(random_state=seed).fit_transform(x), "UMAP"
+    except ImportError:
+        from sklearn.decomposition import PCA
+
+        xy, method = (PCA(n_components=2, random_state=seed).fit_transform(x), "PCA") if len(x) >= 3 else (x[:, :2], "raw")
+    cells = clusters.column("len_group").to_numpy()[shown] * 1000 + clusters.column("cluster").to_numpy()[shown]
+    fig, ax = plt.subplots(figsize=(7, 6))
+    size = 14 if len(shown) <= 5000 else 4
+    ax.scatter(xy[:, 0], xy[:, 1], c=cells % 20, cmap="tab20", s=size, alpha=0.8, linewidths=0)
+    chosen = selected[shown]
+    ax.scatter(xy[chosen, 0], xy[chosen, 1], facecolors="none", edgecolors="black", s=22, linewidths=0.8,
+               label=f"selected ({chosen.sum():,} shown)")
+    ax.set_title(f"embeddings ({method}, {len(shown):,} of {len(vectors):,} rows), coloured by cell")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.legend(frameon=False, loc="upper right")
+    return fig
+
+
+def fig_selected_vs_all(corpus: pa.Table, selected: np.ndarray):
+    plt = _plt()
+    source = np.array(corpus.column("source").to_pylist())
+    names = sorted(set(source.tolist()))
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3))
+    share_all = [np.mean(source == n) for n in names]
+    share_sel = [np.mean(source[selected] == n) if selected.any() else 0 for n in names]
+    pos = np.arange(len(names))
+    axes[0].bar(pos - 0.2, share_all, 0.4, label="all", color=COLORS[7])
+    axes[0].bar(pos + 0.2, share_sel, 0.4, label="selected", color=COLORS[0])
+    axes[0].set_xticks(pos, names, rotation=20, ha="right")
+    axes[0].set_ylabel("share of rows")
+    axes[0].set_title("source mix")
+    for ax, column, label, log in ((axes[1], "len", "instruction length (log10 chars)", True),
+                                   (axes[2], "ppl", "log10 perplexity", True)):
+        values = np.log10(np.maximum(corpus.column(column).to_numpy().astype(float), 1))
+        bins = np.linspace(values.min(), values.max() + 1e-9, 40)
+        ax.hist(values, bins=bins, density=True, color=COLORS[7], alpha=0.5, label="all")
+        ax.hist(values[selected], bins=bins, density=True, histtype="step", color=COLORS[0], linewidth=2, label="selected")
+        ax.set_xlabel(label)
+        ax.legend(frameon=False)
+    axes[1].set_title("length")
+    axes[2].set_title("perplexity")
+    return fig
+
+
+def read_sweep(path: Path) -> list[dict[str, Any]]:
+    with open(path, encoding="utf-8", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def fig_sweep(rows: list[dict[str, Any]], metric: str, title: str):
+    plt = _plt()
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    ratios = sorted({float(r["ratio"]) for r in rows}, reverse=True)
+    ls = sorted({int(r["len_groups"]) for r in rows})
+    ks = sorted({int(r["k"]) for r in rows})
+    fig, axes = plt.subplots(len(methods), len(ratios), figsize=(3.2 * len(ratios), 2.6 * len(methods)), squeeze=False)
+    for i, method in enumerate(methods):
+        for j, ratio in enumerate(ratios):
+            grid = np.full((len(ls), len(ks)), np.nan)
+            for r in rows:
+                if r["method"] == method and float(r["ratio"]) == ratio:
+                    grid[ls.index(int(r["len_groups"])), ks.index(int(r["k"]))] = float(r[metric] or "nan")
+            ax = axes[i][j]
+            image = ax.imshow(grid, cmap="viridis", aspect="auto")
+            for (a, b), value in np.ndenumerate(grid):
+                if not np.isnan(value):  # dark text on the bright end of viridis, white on the dark end
+                    bright = image.norm(value) > 0.6
+                    ax.text(b, a, f"{value:.3g}", ha="center", va="center", color="black" if bright else "white", fontsize=7)
+            ax.set_xticks(range(len(ks)), ks)
+            ax.set_yticks(range(len(ls)), ls)
+            ax.set_title(f"{method}, N={ratio:g}")
+            if j == 0:
+                ax.set_ylabel("L (length groups)")
+            if i == len(methods) - 1:
+                ax.set_xlabel("K (clusters)")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def _examples(corpus: pa.Table, clusters: pa.Table, per_source: int = 3, per_cluster: int = 2, clusters_shown: int = 3) -> str:
+    rows = corpus.select(["source", "instruction", "output", "ppl"]).to_pylist()
+    for row, group, cell in zip(rows, clusters.column("len_group").to_pylist(), clusters.column("cluster").to_pylist()):
+        row["cell"] = (group, cell)
+    parts = ["<h3>Lowest and highest perplexity per source</h3>"]
+    for source in sorted({r["source"] for r in rows}):
+        mine = sorted((r for r in rows if r["source"] == source), key=lambda r: r["ppl"])
+        shown = mine[:per_source] + (mine[-per_source:] if len(mine) > per_source else [])
+        parts.append(f"<h4>{html.escape(source)}</h4>" + _table(shown, ["ppl", "instruction", "output"]))
+    parts.append("<h3>A few rows per cluster</h3>")
+    by_cell: dict[tuple, list] = {}
+    for r in rows:
+        by_cell.setdefault(r["cell"], []).append(r)
+    for group in sorted({c[0] for c in by_cell}):
+        cells = sorted((c for c in by_cell if c[0] == group), key=lambda c: -len(by_cell[c]))[:clusters_shown]
+        for cell in cells:
+            parts.append(f"<h4>length group {group}, cluster {cell[1]} ({len(by_cell[cell]):,} rows)</h4>"
+                         + _table(by_cell[cell][:per_cluster], ["ppl", "source", "instruction"]))
+    return "\n".join(parts)
+
+
+def _table(rows: list[dict], columns: list[str], limit: int = 300) -> str:
+    def cell(value):
+        if isinstance(value, float):
+            return f"{value:,.1f}"
+        text = str(value)
+        return html.escape(text if len(text) <= limit else text[:limit] + "…")
+
+    head = "".join(f"<th>{c}</th>" for c in columns)
+    body = "".join("<tr>" + "".join(f"<td>{cell(r[c])}</td>" for c in columns) + "</tr>" for r in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def summary_rows(manifest: dict[str, Any]) -> list[tuple[str, Any]]:
+    """The summary table of a run, shared by the report, `koquality run` and `koquality inspect`."""
+    rows = [("rows read", manifest["rows"]["read"]), ("dropped", manifest["rows"]["dropped"])]
+    rows += [(f"  {reason}", n) for reason, n in sorted(manifest["dropped_by_reason"].items())]
+    rows += [(f"cleaned: {what}", n) for what, n in sorted(manifest.get("cleaned", {}).items())]
+    rows += [("corpus", manifest["rows"]["corpus"])]
+    if "selected" in manifest["rows"]:
+        rows += [("selected", manifest["rows"]["selected"])]
+        rows += [(f"  {source}", n) for source, n in sorted(manifest.get("selected_by_source", {}).items())]
+    if "sweep" in manifest:
+        rows += [("selections in sweep", manifest["sweep"]["selections"])]
+    rows += [(f"{stage} (s)", f"{info['seconds']:.2f}") for stage, info in manifest["stages"].items() if "seconds" in info]
+    return rows
+
+
+CSS = """body{font-family:-apple-system,'Noto Sans KR','Apple SD Gothic Neo','Malgun Gothic',sans-serif;margin:2em auto;
+max-width:1200px;color:#222;padding:0 1em}h1{margin-bottom:0}h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:2em}
+img{max-width:100%;border:1px solid #eee}table{border-collapse:collapse;margin:.5em 0 1em;font-size:13px;width:100%}
+td,th{border:1px solid #e3e3e3;padding:4px 6px;text-align:left;vertical-align:top}th{background:#f6f6f6}
+.muted{color:#777}.summary td:last-child{text-align:right}"""
+
+
+def write_report(run_dir: str | Path) -> Path:
+    run_dir = Path(run_dir)
+    data = _load(run_dir)
+    manifest, corpus, clusters, selected = data["manifest"], data["corpus"], data["clusters"], data["selected"]
+    if clusters.column("id").to_pylist() != corpus.column("id").to_pylist():
+        raise KoqualityError(f"{run_dir}: clusters and corpus rows differ; re-run koquality run")
+    figures_dir = run_dir / "figures"
+    images = {
+        "perplexity_by_source": fig_perplexity(corpus, selected),
+        "length_groups": fig_length(corpus, data["cluster_info"]["boundaries"]),
+        "cluster_sizes": fig_cluster_sizes(clusters),
+        "embedding_map": fig_embedding_map(load_vectors(data["vectors"]), clusters, selected, seed=manifest["seed"]),
+        "selected_vs_all": fig_selected_vs_all(corpus, selected),
+    }
+    sweep_rows = read_sweep(data["sweep"]) if data["sweep"].exists() else []
+    if sweep_rows:
+        top = max(manifest["corpus_by_source"], key=manifest["corpus_by_source"].get)
+        images["sweep_rows"] = fig_sweep(sweep_rows, "rows", "selected rows over (L, K)")
+        images["sweep_mean_ppl"] = fig_sweep(sweep_rows, "mean_ppl", "mean perplexity of the selection")
+        images["sweep_source_share"] = fig_sweep(sweep_rows, f"share_{top}", f"share of source '{top}' in the selection")
+    encoded = {name: _save(fig, name, figures_dir) for name, fig in images.items()}
+    captions = {
+        "perplexity_by_source": "Perplexity of each instruction per source (filled: all rows; line: what the selection kept).",
+        "length_groups": "Instruction lengths with the length-group boundaries q1…q(L−1).",
+        "cluster_sizes": "Cluster sizes within each length group.",
+        "embedding_map": "The instruction embeddings in 2-D; circles mark selected rows.",
+        "selected_vs_all": "The selection against the whole corpus: source mix, length, perplexity.",
+        "sweep_rows": "Sweep: selected rows for each (L, K), per method and ratio.",
+        "sweep_mean_ppl": "Sweep: mean perplexity of each selection.",
+        "sweep_source_share": "Sweep: share of the largest source in each selection.",
+    }
+    summary = "".join(f"<tr><td>{html.escape(k).replace('  ', '&nbsp;&nbsp;&nbsp;&nbsp;')}</td>"
+                      f"<td>{f'{v:,}' if isinstance(v, int) else html.escape(str(v))}</td></tr>" for k, v in summary_rows(manifest))
+    figures = "".join(f"<h2>{html.escape(captions[n].split(':')[0] if n.startswith('sweep') else n.replace('_', ' '))}</h2>"
+                      f"<p class='muted'>{html.escape(captions[n])}</p><img alt='{n}' src='data:image/png;base64,{b64}'>"
+                      for n, b64 in encoded.items())
+    page = (f"<!doctype html><html lang='ko'><head><meta charset='utf-8'><title>koquality report: "
+            f"{html.escape(manifest['name'])}</title><style>{CSS}</style></head><body>"
+            f"<h1>koquality report: {html.escape(manifest['name'])}</h1>"
+            f"<p class='muted'>{html.escape(str(run_dir))} · selection {html.escape(manifest['files']['selection'])}</p>"
+            f"<h2>Summary</h2><table class='summary'>{summary}</table>{figures}"
+            f"<h2>Example rows</h2>{_examples(corpus, clusters)}</body></html>")
+    path = run_dir / "report.html"
+    with atomic_path(path) as tmp:
+        tmp.write_text(page, encoding="utf-8")
+    return path
