@@ -116,23 +116,25 @@ def fig_cluster_sizes(clusters: pa.Table):
     return fig
 
 
+def _project(x: np.ndarray, seed: int) -> tuple[np.ndarray, str]:
+    """2-D coordinates: UMAP when installed, else PCA; fewer than three points are drawn as they are."""
+    if len(x) < 3:
+        return np.pad(x, ((0, 0), (0, max(0, 2 - x.shape[1]))))[:, :2], "raw"
+    try:
+        import umap  # optional: pip install umap-learn
+
+        return umap.UMAP(random_state=seed).fit_transform(x), "UMAP"
+    except ImportError:
+        from sklearn.decomposition import PCA
+
+        return PCA(n_components=2, random_state=seed).fit_transform(x), "PCA"
+
+
 def fig_embedding_map(vectors: np.ndarray, clusters: pa.Table, selected: np.ndarray, seed: int = 0):
     plt = _plt()
     rng = np.random.default_rng(seed)
     shown = np.sort(rng.choice(len(vectors), MAP_POINTS, replace=False)) if len(vectors) > MAP_POINTS else np.arange(len(vectors))
-    x = vectors[shown].astype(np.float32)
-    if len(x) < 3:  # nothing to project: show the points where they are
-        x = np.pad(x, ((0, 0), (0, max(0, 2 - x.shape[1]))))
-    try:
-        if len(x) < 3:
-            raise ImportError
-        import umap  # optional: pip install umap-learn
-
-        xy, method = umap.UMAP(random_state=seed).fit_transform(x), "UMAP"
-    except ImportError:
-        from sklearn.decomposition import PCA
-
-        xy, method = (PCA(n_components=2, random_state=seed).fit_transform(x), "PCA") if len(x) >= 3 else (x[:, :2], "raw")
+    xy, method = _project(vectors[shown].astype(np.float32), seed)
     cells = clusters.column("len_group").to_numpy()[shown] * 1000 + clusters.column("cluster").to_numpy()[shown]
     fig, ax = plt.subplots(figsize=(7, 6))
     size = 14 if len(shown) <= 5000 else 4
