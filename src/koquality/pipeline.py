@@ -72,7 +72,7 @@ def versions() -> dict[str, str]:
     return found
 
 
-class _Stages:
+class Stages:
     """Times each stage and logs it; the timings go into the manifest."""
 
     def __init__(self):
@@ -105,7 +105,7 @@ def _next_shard(directory: Path) -> int:
     return len(list(directory.glob("shard-*")))
 
 
-def scores_cached(table: pa.Table, recipe: Recipe, run_dir: Path, stages: _Stages) -> pa.Table:
+def scores_cached(table: pa.Table, recipe: Recipe, run_dir: Path, stages: Stages) -> pa.Table:
     """Join cached scores by id; score only the rows no shard has yet, writing a shard every `shard_rows`.
 
     A run killed mid-way leaves its finished shards; the next run reuses them and scores the rest in the
@@ -140,7 +140,7 @@ def scores_cached(table: pa.Table, recipe: Recipe, run_dir: Path, stages: _Stage
     return table.append_column("n_tokens", cached.column("n_tokens").take(index))
 
 
-def vectors_cached(corpus: pa.Table, recipe: Recipe, run_dir: Path, stages: _Stages) -> tuple[np.ndarray, Path]:
+def vectors_cached(corpus: pa.Table, recipe: Recipe, run_dir: Path, stages: Stages) -> tuple[np.ndarray, Path]:
     """Vectors for the corpus rows, in order. Row-independent encoders (`hf`, `st`) write shards by id as
     they go, like scoring; TF-IDF is fitted on the whole corpus at once, so it is cached whole."""
     config = recipe.embed.model_dump()
@@ -221,7 +221,7 @@ class Prepared:
     cleaned: dict[str, int]
 
 
-def prepare(recipe: Recipe, run_dir: Path, stages: _Stages) -> Prepared:
+def prepare(recipe: Recipe, run_dir: Path, stages: Stages) -> Prepared:
     """ingest → score → corpus.parquet (+ dropped.parquet) → vectors, each from its cache when it can be."""
     log.info("run %s into %s", recipe.name, run_dir)
     with atomic_path(run_dir / "recipe.yaml") as tmp:
@@ -264,7 +264,7 @@ def cluster_into(run_dir: Path, prepared: Prepared, recipe: Recipe, len_groups: 
     return clustered, path
 
 
-def base_manifest(recipe: Recipe, run_dir: Path, prepared: Prepared, stages: _Stages, started: float) -> dict[str, Any]:
+def base_manifest(recipe: Recipe, run_dir: Path, prepared: Prepared, stages: Stages, started: float) -> dict[str, Any]:
     manifest = {
         "name": recipe.name,
         "koquality": __version__,
@@ -290,7 +290,7 @@ def run(recipe: Recipe, run_dir: str | Path, force: bool = False, report: bool =
     run_dir.mkdir(parents=True, exist_ok=True)
     check_recipe_dir(run_dir, recipe, force)
     with run_log(run_dir):
-        stages = _Stages()
+        stages = Stages()
         started = time.perf_counter()
         prepared = prepare(recipe, run_dir, stages)
         c, s = recipe.cluster, recipe.sample

@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from .pipeline import _Stages, base_manifest, check_recipe_dir, cluster_into, log, prepare, run_log
+from .pipeline import Stages, base_manifest, check_recipe_dir, cluster_into, log, prepare, run_log
 from .recipe import Recipe
 from .sampling import METHODS, sample
 from .tables import atomic_path, write_json, write_table
@@ -65,7 +65,7 @@ def sweep(recipe: Recipe, run_dir: str | Path, len_groups: list[int] | None = No
     run_dir.mkdir(parents=True, exist_ok=True)
     check_recipe_dir(run_dir, recipe, force)
     with run_log(run_dir):
-        stages = _Stages()
+        stages = Stages()
         started = time.perf_counter()
         prepared = prepare(recipe, run_dir, stages)
         corpus = pq.read_table(prepared.corpus_path)  # every column, for the selection files
