@@ -155,9 +155,11 @@ class ClusterResult:
     info: dict[str, Any] = field(default_factory=dict)
 
 
-def cluster(table: pa.Table, vectors: np.ndarray, len_groups: int, k: int, seed: int = 0, n_init: int = 10,
+def cluster(table: pa.Table, vectors, len_groups: int, k: int, seed: int = 0, n_init: int = 10,
             niter: int = 25, device: str = "cpu") -> ClusterResult:
-    """Add `len_group` and `cluster` (numbered within its length group) to `table`."""
+    """Add `len_group` and `cluster` (numbered within its length group) to `table`.
+
+    `vectors`: an array, or a `tables.VectorFile` read one length group at a time (bounded memory)."""
     require_columns(table, ["len"], "cluster")
     if k < 1:
         raise KoqualityError(f"--k {k}: must be at least 1")
@@ -174,7 +176,8 @@ def cluster(table: pa.Table, vectors: np.ndarray, len_groups: int, k: int, seed:
             k_used = min(k, len(rows))
             entry = {"len_group": g, "rows": int(len(rows)), "k": int(k_used)}
             if len(rows):
-                result = kmeans(vectors[rows], k_used, seed=seed + g, n_init=n_init, niter=niter, device=device)
+                group_vectors = vectors.rows(rows) if hasattr(vectors, "rows") else vectors[rows]  # VectorFile or array
+                result = kmeans(group_vectors, k_used, seed=seed + g, n_init=n_init, niter=niter, device=device)
                 clusters[rows] = result.labels
                 entry["inertia"] = result.inertia
             if k_used < k:

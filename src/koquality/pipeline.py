@@ -32,14 +32,14 @@ import pyarrow.parquet as pq
 
 from . import __version__, progress
 from .clustering import cluster
-from .embedding import embed, make_encoder
+from .embedding import make_encoder
 from .errors import KoqualityError
 from .export import export
 from .ingest import DROPPED_SCHEMA, SourceSpec, ingest_to_parquet
 from .recipe import Recipe, fingerprint
 from .sampling import sample
 from .scoring import make_scorer, score
-from .tables import atomic_path, load_vectors, read_table, save_vectors, write_json, write_table
+from .tables import VectorFile, VectorWriter, atomic_path, read_table, save_vectors, write_json, write_table
 
 log = logging.getLogger("koquality")
 EXPORT_SUFFIX = {"jsonl": ".jsonl", "parquet": ".parquet", "csv": ".csv", "hf": "", "text": ".txt"}
@@ -140,7 +140,7 @@ def scores_cached(table: pa.Table, recipe: Recipe, run_dir: Path, stages: Stages
     return table.append_column("n_tokens", cached.column("n_tokens").take(index))
 
 
-def vectors_cached(corpus: pa.Table, recipe: Recipe, run_dir: Path, stages: Stages) -> tuple[np.ndarray, Path]:
+def vectors_cached(corpus: pa.Table, recipe: Recipe, run_dir: Path, stages: Stages) -> tuple[VectorFile, Path]:
     """Vectors for the corpus rows, in order. Row-independent encoders (`hf`, `st`) write shards by id as
     they go, like scoring; TF-IDF is fitted on the whole corpus at once, so it is cached whole."""
     config = recipe.embed.model_dump()
@@ -152,16 +152,21 @@ def vectors_cached(corpus: pa.Table, recipe: Recipe, run_dir: Path, stages: Stag
     path = run_dir / "vectors" / f"{encoder}-{key}.npy"
     if path.exists():
         stages.note("embed", cache=str(path.relative_to(run_dir)), from_cache=True)
-        return load_vectors(path), path
-    if encoder == "tfidf":
-        vectors = embed(corpus, make_encoder("tfidf", dims=recipe.embed.dims, seed=recipe.seed), field=recipe.embed.field)
+        return VectorFile(path), path
+    if encoder == "tfidf":  # written batch by batch: the matrix is never in memory whole
+        tfidf = make_encoder("tfidf", dims=recipe.embed.dims, seed=recipe.seed)
+        with progress.stage("embed", corpus.num_rows) as advance, \
+                VectorWriter(path, corpus.num_rows, recipe.embed.dims) as writer:
+            for batch in tfidf.encode_batches(corpus.column(recipe.embed.field).to_pylist()):
+                writer.write(batch)
+                advance(len(batch))
         stages.note("embed", embedded=corpus.num_rows)
     else:
         vectors, embedded = _sharded_vectors(corpus, recipe, path.with_suffix(""))
+        save_vectors(vectors, path)
         stages.note("embed", embedded=embedded)
-    save_vectors(vectors, path)
     stages.note("embed", cache=str(path.relative_to(run_dir)), from_cache=False)
-    return vectors, path
+    return VectorFile(path), path
 
 
 def _sharded_vectors(corpus: pa.Table, recipe: Recipe, directory: Path) -> tuple[np.ndarray, int]:
@@ -213,7 +218,7 @@ class Prepared:
 
     corpus_path: Path
     corpus: pa.Table  # the columns clustering and sampling need; texts and extras stay in corpus_path
-    vectors: np.ndarray
+    vectors: VectorFile  # read one length group at a time by clustering
     vectors_path: Path
     read: int
     dropped: pa.Table

@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .errors import KoqualityError
-from .tables import atomic_path, load_vectors, read_table
+from .tables import VectorFile, atomic_path, read_table
 
 MAP_POINTS = 20_000  # points drawn in the embedding map (a seeded sample beyond that)
 COLORS = ["#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860", "#DA8BC3", "#8C8C8C", "#CCB974", "#64B5CD"]
@@ -130,11 +130,11 @@ def _project(x: np.ndarray, seed: int) -> tuple[np.ndarray, str]:
         return PCA(n_components=2, random_state=seed).fit_transform(x), "PCA"
 
 
-def fig_embedding_map(vectors: np.ndarray, clusters: pa.Table, selected: np.ndarray, seed: int = 0):
+def fig_embedding_map(vectors: VectorFile, clusters: pa.Table, selected: np.ndarray, seed: int = 0):
     plt = _plt()
     rng = np.random.default_rng(seed)
     shown = np.sort(rng.choice(len(vectors), MAP_POINTS, replace=False)) if len(vectors) > MAP_POINTS else np.arange(len(vectors))
-    xy, method = _project(vectors[shown].astype(np.float32), seed)
+    xy, method = _project(vectors.rows(shown).astype(np.float32), seed)
     cells = clusters.column("len_group").to_numpy()[shown] * 1000 + clusters.column("cluster").to_numpy()[shown]
     fig, ax = plt.subplots(figsize=(7, 6))
     size = 14 if len(shown) <= 5000 else 4
@@ -277,7 +277,7 @@ def write_report(run_dir: str | Path) -> Path:
         "perplexity_by_source": fig_perplexity(corpus, selected),
         "length_groups": fig_length(corpus, data["cluster_info"]["boundaries"]),
         "cluster_sizes": fig_cluster_sizes(clusters),
-        "embedding_map": fig_embedding_map(load_vectors(data["vectors"]), clusters, selected, seed=manifest["seed"]),
+        "embedding_map": fig_embedding_map(VectorFile(data["vectors"]), clusters, selected, seed=manifest["seed"]),
         "selected_vs_all": fig_selected_vs_all(corpus, selected),
     }
     sweep_rows = read_sweep(data["sweep"]) if data["sweep"].exists() else []

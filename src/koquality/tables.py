@@ -169,3 +169,72 @@ def set_column(table: pa.Table, name: str, values: Any) -> pa.Table:
     if name in table.column_names:
         return table.set_column(table.column_names.index(name), name, array)
     return table.append_column(name, array)
+
+
+class VectorWriter:
+    """Write a (rows × dims) .npy batch by batch, atomically: the matrix never has to be in memory whole."""
+
+    def __init__(self, path: str | os.PathLike, rows: int, dims: int, dtype=np.float32):
+        self.path, self.rows, self.dims, self.dtype = Path(path), rows, dims, np.dtype(dtype)
+        self.written = 0
+
+    def __enter__(self) -> "VectorWriter":
+        self._atomic = atomic_path(self.path)
+        self._file = open(self._atomic.__enter__(), "wb")
+        np.lib.format.write_array_header_1_0(self._file, {"descr": np.lib.format.dtype_to_descr(self.dtype),
+                                                          "fortran_order": False, "shape": (self.rows, self.dims)})
+        return self
+
+    def write(self, batch: np.ndarray) -> None:
+        self._file.write(np.ascontiguousarray(batch, dtype=self.dtype).tobytes())
+        self.written += len(batch)
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self._file.close()
+        if exc_type is None and self.written != self.rows:  # never rename a short file into place
+            exc = RuntimeError(f"{self.path}: wrote {self.written} of {self.rows} rows")
+            self._atomic.__exit__(RuntimeError, exc, None)
+            raise exc
+        self._atomic.__exit__(exc_type, exc, tb)
+
+
+class VectorFile:
+    """A (rows × dims) .npy on disk whose rows are read on demand with plain reads, not a memory map, so
+    the file's pages are never counted as this process's memory (k-means reads one length group at a time)."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        if not self.path.exists():
+            raise KoqualityError(f"{self.path}: no such file")
+        with open(self.path, "rb") as f:
+            try:
+                version = np.lib.format.read_magic(f)
+                read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+                shape, fortran, dtype = read_header(f)
+            except ValueError as e:
+                raise KoqualityError(f"{self.path}: not a .npy array ({e})") from None
+            self.offset = f.tell()
+        if len(shape) != 2 or fortran:
+            raise KoqualityError(f"{self.path}: expected a 2-D array of vectors, got shape {shape}")
+        self.shape, self.dtype = shape, dtype
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def rows(self, indices: np.ndarray | None = None, chunk_rows: int = 65536) -> np.ndarray:
+        """The rows at `indices` (all rows when None), in the order given."""
+        indices = np.arange(self.shape[0]) if indices is None else np.asarray(indices)
+        out = np.empty((len(indices), self.shape[1]), dtype=self.dtype)
+        order = np.argsort(indices, kind="stable")
+        wanted = indices[order]
+        row_bytes = self.shape[1] * self.dtype.itemsize
+        with open(self.path, "rb") as f:
+            for start in range(0, self.shape[0], chunk_rows):
+                lo, hi = np.searchsorted(wanted, [start, start + chunk_rows])
+                if lo == hi:
+                    continue
+                f.seek(self.offset + start * row_bytes)
+                count = min(chunk_rows, self.shape[0] - start)
+                block = np.frombuffer(f.read(count * row_bytes), dtype=self.dtype).reshape(count, self.shape[1])
+                out[order[lo:hi]] = block[wanted[lo:hi] - start]
+        return out

@@ -39,18 +39,28 @@ class TfidfEncoder:
         return ([f"{t.form}/{t.tag}" for t in tokens] for tokens in kiwi.tokenize(texts))
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
+        vectors = np.empty((len(texts), self.dims), dtype=np.float32)
+        start = 0
+        for batch in self.encode_batches(texts):
+            vectors[start:start + len(batch)] = batch
+            start += len(batch)
+        return vectors
+
+    def encode_batches(self, texts: Sequence[str], batch_rows: int = 65536) -> Iterator[np.ndarray]:
+        """Fit on all `texts`, then yield their vectors in order, `batch_rows` at a time: a caller writing
+        them to disk never holds the whole matrix (2 GB at 2M rows × 256)."""
         from sklearn.decomposition import TruncatedSVD
         from sklearn.feature_extraction.text import TfidfVectorizer
 
         n = len(texts)
         if n == 0:
-            return np.zeros((0, self.dims), dtype=np.float32)
+            return
         min_df = self.min_df if self.min_df is not None else (2 if n >= 1000 else 1)
         vectorizer = TfidfVectorizer(analyzer=_identity, min_df=min_df, sublinear_tf=True, dtype=np.float32)
         tfidf = vectorizer.fit_transform(self.tokenize(texts))
         # SVD needs fewer components than features and rows; a tiny corpus gets a smaller space, zero-padded.
         components = min(self.dims, tfidf.shape[1] - 1, n - 1)
-        vectors = np.zeros((n, self.dims), dtype=np.float32)
+        svd = None
         if components >= 1:
             # Fit on at most `svd_rows` rows (seeded): the randomized SVD's work arrays grow with rows × dims,
             # ~2 GB at 2M rows; the components of a 200K-row sample span the same topics.
@@ -58,8 +68,10 @@ class TfidfEncoder:
             if n > self.svd_rows:
                 fit_on = tfidf[np.sort(np.random.default_rng(self.seed).choice(n, self.svd_rows, replace=False))]
             svd = TruncatedSVD(n_components=components, random_state=self.seed).fit(fit_on)
-            for start in range(0, n, 65536):
-                vectors[start:start + 65536, :components] = svd.transform(tfidf[start:start + 65536])
-        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-        np.divide(vectors, norms, out=vectors, where=norms > 0)
-        return vectors
+        for start in range(0, n, batch_rows):
+            batch = np.zeros((min(batch_rows, n - start), self.dims), dtype=np.float32)
+            if svd is not None:
+                batch[:, :components] = svd.transform(tfidf[start:start + batch_rows])
+            norms = np.linalg.norm(batch, axis=1, keepdims=True)
+            np.divide(batch, norms, out=batch, where=norms > 0)
+            yield batch
