@@ -1,17 +1,19 @@
-"""Runs the stages over a run directory: caching, the dropped-row ledger, the manifest.
+"""Runs the stages over a run directory: caches and shards, the dropped-row ledger, the manifest.
 
 ```
 runs/<name>/
-  recipe.yaml  corpus.parquet  dropped.parquet  manifest.json  run.log
-  scores/<key>.parquet     id → ppl, n_tokens (key: scorer configuration)
-  vectors/<key>.npy        row i ↔ corpus row i (key: encoder configuration + corpus ids)
+  recipe.yaml  corpus.parquet  dropped.parquet  manifest.json  run.log  report.html  figures/
+  scores/<scorer>-<key>/shard-NNNNN.parquet   id → ppl, n_tokens (key: the scorer's settings)
+  vectors/<encoder>-<key>.npy                 row i ↔ corpus row i (hf/st also keep shards beside it)
   clusters/len{L}_k{K}.parquet (+ .json: boundaries, clamped K, inertia)
   selections/len{L}_k{K}_m{M}_n{N}.jsonl
   export/train.<format>
 ```
-Scores are cached by row id, so a re-run (or a bigger corpus) scores only rows it has not seen; vectors
-and clusters are reused when what produced them is unchanged. Every row read is either in
-`corpus.parquet` or in `dropped.parquet` with its reason: rows.read = rows.dropped + rows.corpus.
+Scores are cached by row id in shards written as they are computed, so a killed run resumes and a re-run
+(or a bigger corpus) scores only rows it has not seen; vectors are reused when what produced them is
+unchanged. Stages stream: ingest writes Parquet as it reads, later stages read only the columns they need,
+and vectors are read from disk one length group at a time. Every row read is either in `corpus.parquet`
+or in `dropped.parquet` with its reason: rows.read = rows.dropped + rows.corpus.
 """
 
 from __future__ import annotations
