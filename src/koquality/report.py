@@ -180,8 +180,13 @@ def read_sweep(path: Path) -> list[dict[str, Any]]:
         return list(csv.DictReader(f))
 
 
-def fig_sweep(rows: list[dict[str, Any]], metric: str, title: str):
+def fig_sweep(rows: list[dict[str, Any]], metric: str, title: str, log: bool = False):
+    """A heatmap over (L, K) per method × ratio; `log` colours on a log scale (perplexity is heavy-tailed)."""
     plt = _plt()
+    from matplotlib.colors import LogNorm
+
+    values = [float(r[metric]) for r in rows if r[metric] not in ("", None) and float(r[metric]) > 0]
+    norm = LogNorm(min(values), max(values)) if log and values else None
     methods = list(dict.fromkeys(r["method"] for r in rows))
     ratios = sorted({float(r["ratio"]) for r in rows}, reverse=True)
     ls = sorted({int(r["len_groups"]) for r in rows})
@@ -194,7 +199,7 @@ def fig_sweep(rows: list[dict[str, Any]], metric: str, title: str):
                 if r["method"] == method and float(r["ratio"]) == ratio:
                     grid[ls.index(int(r["len_groups"])), ks.index(int(r["k"]))] = float(r[metric] or "nan")
             ax = axes[i][j]
-            image = ax.imshow(grid, cmap="viridis", aspect="auto")
+            image = ax.imshow(grid, cmap="viridis", aspect="auto", norm=norm)
             for (a, b), value in np.ndenumerate(grid):
                 if not np.isnan(value):  # dark text on the bright end of viridis, white on the dark end
                     bright = image.norm(value) > 0.6
@@ -284,7 +289,7 @@ def write_report(run_dir: str | Path) -> Path:
     if sweep_rows:
         top = max(manifest["corpus_by_source"], key=manifest["corpus_by_source"].get)
         images["sweep_rows"] = fig_sweep(sweep_rows, "rows", "selected rows over (L, K)")
-        images["sweep_mean_ppl"] = fig_sweep(sweep_rows, "mean_ppl", "mean perplexity of the selection")
+        images["sweep_mean_ppl"] = fig_sweep(sweep_rows, "mean_ppl", "mean perplexity of the selection (log colour scale)", log=True)
         images["sweep_source_share"] = fig_sweep(sweep_rows, f"share_{top}", f"share of source '{top}' in the selection")
     encoded = {name: _save(fig, name, figures_dir) for name, fig in images.items()}
     captions = {
