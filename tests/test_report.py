@@ -66,7 +66,7 @@ def test_report_is_self_contained_with_figures(small_sweep):
     for name in ("perplexity_by_source", "length_groups", "cluster_sizes", "embedding_map", "selected_vs_all",
                  "sweep_rows", "sweep_mean_ppl", "sweep_source_share"):
         assert (small_sweep.run_dir / "figures" / f"{name}.png").stat().st_size > 5000
-    assert "Lowest and highest perplexity per source" in page and "A few rows per cluster" in page
+    assert "Lowest and highest perplexity per source" in page and "A few rows of the largest clusters" in page
     assert len(re.findall("[가-힣]", page)) > 200  # example rows show the corpus's Korean text
 
 

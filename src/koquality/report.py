@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from .errors import KoqualityError
@@ -45,12 +46,14 @@ def _load(run_dir: Path) -> dict[str, Any]:
         raise KoqualityError(f"{run_dir}: not a koquality run directory (no manifest.json)")
     manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     files = manifest["files"]
-    corpus = pq.read_table(run_dir / files["corpus"], columns=["id", "source", "instruction", "output", "len", "ppl"])
+    # no texts here: a 2M-row corpus's texts are gigabytes; example rows fetch theirs by id
+    corpus = pq.read_table(run_dir / files["corpus"], columns=["id", "source", "len", "ppl"])
     clusters = pq.read_table(run_dir / files["clusters"])
     selection = read_table(run_dir / files["selection"]).select(["id"])
     selected = np.isin(corpus.column("id").to_numpy(zero_copy_only=False), selection.column("id").to_numpy(zero_copy_only=False))
     info = json.loads((run_dir / files["clusters"]).with_suffix(".json").read_text(encoding="utf-8"))
-    return {"manifest": manifest, "corpus": corpus, "clusters": clusters, "selected": selected, "cluster_info": info,
+    return {"manifest": manifest, "corpus": corpus, "corpus_path": run_dir / files["corpus"], "clusters": clusters,
+            "selected": selected, "cluster_info": info,
             "vectors": run_dir / files["vectors"], "sweep": run_dir / "sweep.csv"}
 
 
@@ -216,25 +219,48 @@ def fig_sweep(rows: list[dict[str, Any]], metric: str, title: str, log: bool = F
     return fig
 
 
-def _examples(corpus: pa.Table, clusters: pa.Table, per_source: int = 3, per_cluster: int = 2, clusters_shown: int = 3) -> str:
-    rows = corpus.select(["source", "instruction", "output", "ppl"]).to_pylist()
-    for row, group, cell in zip(rows, clusters.column("len_group").to_pylist(), clusters.column("cluster").to_pylist()):
-        row["cell"] = (group, cell)
+def _examples(corpus: pa.Table, corpus_path: Path, clusters: pa.Table, per_source: int = 3, per_cluster: int = 2,
+              clusters_shown: int = 3) -> str:
+    """Choose example rows from the ppl/source/cell columns, then read only their texts from the corpus."""
+    source = np.array(corpus.column("source").to_pylist())
+    ppl = corpus.column("ppl").to_numpy()
+    groups, labels = clusters.column("len_group").to_numpy(), clusters.column("cluster").to_numpy()
+    by_source = {}
+    for name in sorted(set(source.tolist())):
+        mine = np.flatnonzero(source == name)
+        ordered = mine[np.argsort(ppl[mine], kind="stable")]
+        by_source[name] = list(ordered[:per_source]) + (list(ordered[-per_source:]) if len(ordered) > per_source else [])
+    by_cell = []
+    for g in np.unique(groups):
+        rows = np.flatnonzero(groups == g)
+        sizes = np.bincount(labels[rows])
+        for c in np.argsort(-sizes, kind="stable")[:clusters_shown]:
+            by_cell.append((int(g), int(c), int(sizes[c]), list(rows[labels[rows] == c][:per_cluster])))
+    wanted = sorted({int(i) for rows in by_source.values() for i in rows} | {int(i) for *_, rows in by_cell for i in rows})
+    texts = _texts(corpus_path, corpus.column("id").take(pa.array(wanted, pa.int64())))
+
+    def row(i):
+        rid = corpus.column("id")[int(i)].as_py()
+        return {"ppl": float(ppl[i]), "source": source[i], **texts[rid]}
+
     parts = ["<h3>Lowest and highest perplexity per source</h3>"]
-    for source in sorted({r["source"] for r in rows}):
-        mine = sorted((r for r in rows if r["source"] == source), key=lambda r: r["ppl"])
-        shown = mine[:per_source] + (mine[-per_source:] if len(mine) > per_source else [])
-        parts.append(f"<h4>{html.escape(source)}</h4>" + _table(shown, ["ppl", "instruction", "output"]))
-    parts.append("<h3>A few rows per cluster</h3>")
-    by_cell: dict[tuple, list] = {}
-    for r in rows:
-        by_cell.setdefault(r["cell"], []).append(r)
-    for group in sorted({c[0] for c in by_cell}):
-        cells = sorted((c for c in by_cell if c[0] == group), key=lambda c: -len(by_cell[c]))[:clusters_shown]
-        for cell in cells:
-            parts.append(f"<h4>length group {group}, cluster {cell[1]} ({len(by_cell[cell]):,} rows)</h4>"
-                         + _table(by_cell[cell][:per_cluster], ["ppl", "source", "instruction"]))
+    for name, rows in by_source.items():
+        parts.append(f"<h4>{html.escape(name)}</h4>" + _table([row(i) for i in rows], ["ppl", "instruction", "output"]))
+    parts.append("<h3>A few rows of the largest clusters</h3>")
+    for g, c, size, rows in by_cell:
+        parts.append(f"<h4>length group {g}, cluster {c} ({size:,} rows)</h4>"
+                     + _table([row(i) for i in rows], ["ppl", "source", "instruction"]))
     return "\n".join(parts)
+
+
+def _texts(corpus_path: Path, ids: pa.Array) -> dict[str, dict[str, str]]:
+    """instruction/output of the rows with these ids, streamed from the corpus file."""
+    found = {}
+    for batch in pq.ParquetFile(corpus_path).iter_batches(batch_size=65536, columns=["id", "instruction", "output"]):
+        hits = pa.Table.from_batches([batch]).filter(pc.is_in(batch.column("id"), value_set=ids))
+        for r in hits.to_pylist():
+            found[r["id"]] = {"instruction": r["instruction"], "output": r["output"]}
+    return found
 
 
 def _table(rows: list[dict], columns: list[str], limit: int = 300) -> str:
@@ -275,7 +301,7 @@ def write_report(run_dir: str | Path) -> Path:
     run_dir = Path(run_dir)
     data = _load(run_dir)
     manifest, corpus, clusters, selected = data["manifest"], data["corpus"], data["clusters"], data["selected"]
-    if clusters.column("id").to_pylist() != corpus.column("id").to_pylist():
+    if not clusters.column("id").equals(corpus.column("id")):
         raise KoqualityError(f"{run_dir}: clusters and corpus rows differ; re-run koquality run")
     figures_dir = run_dir / "figures"
     images = {
@@ -312,7 +338,7 @@ def write_report(run_dir: str | Path) -> Path:
             f"<h1>koquality report: {html.escape(manifest['name'])}</h1>"
             f"<p class='muted'>{html.escape(str(run_dir))} · selection {html.escape(manifest['files']['selection'])}</p>"
             f"<h2>Summary</h2><table class='summary'>{summary}</table>{figures}"
-            f"<h2>Example rows</h2>{_examples(corpus, clusters)}</body></html>")
+            f"<h2>Example rows</h2>{_examples(corpus, data['corpus_path'], clusters)}</body></html>")
     path = run_dir / "report.html"
     with atomic_path(path) as tmp:
         tmp.write_text(page, encoding="utf-8")
