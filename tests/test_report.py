@@ -26,7 +26,7 @@ def test_sweep_writes_every_selection_and_a_summary_row(small_sweep):
     out = small_sweep.run_dir
     with open(out / "sweep.csv", encoding="utf-8", newline="") as f:
         rows = list(csv.DictReader(f))
-    assert len(rows) == 2 * 2 * 3 * 2 == small_sweep.manifest["sweep"]["selections"]
+    assert len(rows) == 2 * 2 * 3 * 2 == small_sweep.manifest["stages"]["sweep"]["selections"]
     expected_columns = {"len_groups", "k", "method", "ratio", "rows", "share_demo_alpaca", "share_demo_chat", "share_demo_qa",
                         "mean_ppl", "median_ppl", "mean_len", "cells_covered", "duplicate_instructions", "file"}
     assert set(rows[0]) == expected_columns

@@ -291,15 +291,39 @@ def base_manifest(recipe: Recipe, run_dir: Path, prepared: Prepared, stages: Sta
     return manifest
 
 
-def run(recipe: Recipe, run_dir: str | Path, force: bool = False, report: bool = True) -> RunResult:
-    """The whole pipeline into `run_dir`, then (unless `report=False`) report.html."""
-    run_dir = Path(run_dir)
+@contextlib.contextmanager
+def started_run(recipe: Recipe, run_dir: Path, force: bool):
+    """Claim `run_dir` for `recipe`, log to it, and prepare the corpus: what `run` and `sweep` both begin with."""
     run_dir.mkdir(parents=True, exist_ok=True)
     check_recipe_dir(run_dir, recipe, force)
     with run_log(run_dir):
-        stages = Stages()
-        started = time.perf_counter()
-        prepared = prepare(recipe, run_dir, stages)
+        stages, started = Stages(), time.perf_counter()
+        yield stages, prepare(recipe, run_dir, stages), started
+
+
+def finish_run(recipe: Recipe, run_dir: Path, prepared: Prepared, stages: Stages, started: float, shown: pa.Table,
+               cluster_info: dict[str, Any], report: bool, **files: Path) -> dict[str, Any]:
+    """Write the manifest for the selection `shown`, then (unless `report=False`) report.html."""
+    manifest = base_manifest(recipe, run_dir, prepared, stages, started)
+    manifest["rows"]["selected"] = shown.num_rows
+    manifest["selected_by_source"] = dict(Counter(shown.column("source").to_pylist()))
+    manifest["cluster"] = cluster_info
+    manifest["files"].update({name: str(path.relative_to(run_dir)) for name, path in files.items()})
+    write_json(manifest, run_dir / "manifest.json")
+    log.info("rows %s", manifest["rows"])
+    if report:
+        from .report import write_report
+
+        stages.run("report", write_report, run_dir)
+        manifest["stages"] = stages.records
+        write_json(manifest, run_dir / "manifest.json")
+    return manifest
+
+
+def run(recipe: Recipe, run_dir: str | Path, force: bool = False, report: bool = True) -> RunResult:
+    """The whole pipeline into `run_dir`, then (unless `report=False`) report.html."""
+    run_dir = Path(run_dir)
+    with started_run(recipe, run_dir, force) as (stages, prepared, started):
         c, s = recipe.cluster, recipe.sample
         clustered, cluster_path = stages.run("cluster", cluster_into, run_dir, prepared, recipe, c.len_groups, c.k)
         chosen = stages.run("sample", sample, clustered.table, s.method, s.ratio, seed=recipe.seed)
@@ -308,21 +332,8 @@ def run(recipe: Recipe, run_dir: str | Path, force: bool = False, report: bool =
         write_table(selection, selection_path)
         export_path = run_dir / "export" / f"train{EXPORT_SUFFIX[recipe.export.format]}"
         stages.run("export", export, selection, export_path, format=recipe.export.format, template=recipe.export.template)
-        manifest = base_manifest(recipe, run_dir, prepared, stages, started)
-        manifest["rows"]["selected"] = selection.num_rows
-        manifest["selected_by_source"] = dict(Counter(selection.column("source").to_pylist()))
-        manifest["cluster"] = clustered.info
-        manifest["files"].update(clusters=str(cluster_path.relative_to(run_dir)),
-                                 selection=str(selection_path.relative_to(run_dir)),
-                                 export=str(export_path.relative_to(run_dir)))
-        write_json(manifest, run_dir / "manifest.json")
-        log.info("rows %s", manifest["rows"])
-        if report:
-            from .report import write_report
-
-            stages.run("report", write_report, run_dir)
-            manifest["stages"] = stages.records
-            write_json(manifest, run_dir / "manifest.json")
+        manifest = finish_run(recipe, run_dir, prepared, stages, started, selection, clustered.info, report,
+                              clusters=cluster_path, selection=selection_path, export=export_path)
     return RunResult(run_dir, manifest, selection)
 
 

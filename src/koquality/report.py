@@ -285,8 +285,8 @@ def summary_rows(manifest: dict[str, Any]) -> list[tuple[str, Any]]:
     if "selected" in manifest["rows"]:
         rows += [("selected", manifest["rows"]["selected"])]
         rows += [(f"  {source}", n) for source, n in sorted(manifest.get("selected_by_source", {}).items())]
-    if "sweep" in manifest:
-        rows += [("selections in sweep", manifest["sweep"]["selections"])]
+    if "sweep" in manifest["stages"]:
+        rows += [("selections in sweep", manifest["stages"]["sweep"]["selections"])]
     rows += [(f"{stage} (s)", f"{info['seconds']:.2f}") for stage, info in manifest["stages"].items() if "seconds" in info]
     return rows
 

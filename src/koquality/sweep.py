@@ -20,10 +20,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from .pipeline import Stages, base_manifest, check_recipe_dir, cluster_into, log, prepare, run_log
+from .pipeline import cluster_into, finish_run, log, started_run
 from .recipe import Recipe
 from .sampling import METHODS, sample
-from .tables import atomic_path, write_json, write_table
+from .tables import atomic_path, write_table
 
 PAPER_GRID = {"len_groups": [1, 5, 10, 20], "k": [1, 10, 20, 50, 100], "method": list(METHODS),
               "ratio": [0.1, 0.05, 0.01]}
@@ -58,16 +58,11 @@ def sweep(recipe: Recipe, run_dir: str | Path, len_groups: list[int] | None = No
           method: list[str] | None = None, ratio: list[float] | None = None, force: bool = False,
           report: bool = True) -> SweepResult:
     """Every combination of the grid (default: the paper's) into `run_dir`; the recipe's own cluster and
-    sample settings pick the selection the report and export show."""
+    sample settings (else the paper's final L=5, K=100, ppl, N=0.01) pick the selection the report shows."""
     grid = {"len_groups": len_groups or PAPER_GRID["len_groups"], "k": k or PAPER_GRID["k"],
             "method": method or PAPER_GRID["method"], "ratio": ratio or PAPER_GRID["ratio"]}
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    check_recipe_dir(run_dir, recipe, force)
-    with run_log(run_dir):
-        stages = Stages()
-        started = time.perf_counter()
-        prepared = prepare(recipe, run_dir, stages)
+    with started_run(recipe, run_dir, force) as (stages, prepared, started):
         corpus = pq.read_table(prepared.corpus_path)  # every column, for the selection files
         sources = sorted(set(prepared.corpus.column("source").to_pylist()))
         rows: list[dict[str, Any]] = []
@@ -100,18 +95,7 @@ def sweep(recipe: Recipe, run_dir: str | Path, len_groups: list[int] | None = No
             writer.writeheader()
             writer.writerows(rows)
         _, path, cluster_path, info, selection = shown
-        manifest = base_manifest(recipe, run_dir, prepared, stages, started)
-        manifest["rows"]["selected"] = selection.num_rows
-        manifest["selected_by_source"] = dict(Counter(selection.column("source").to_pylist()))
-        manifest["cluster"] = info
-        manifest["sweep"] = {"grid": grid, "selections": len(rows), "file": "sweep.csv"}
-        manifest["files"].update(clusters=str(cluster_path.relative_to(run_dir)), selection=str(path.relative_to(run_dir)),
-                                 sweep="sweep.csv")
-        write_json(manifest, run_dir / "manifest.json")
-        if report:
-            from .report import write_report
-
-            stages.run("report", write_report, run_dir)
-            manifest["stages"] = stages.records
-            write_json(manifest, run_dir / "manifest.json")
+        stages.note("sweep", grid=grid)
+        manifest = finish_run(recipe, run_dir, prepared, stages, started, selection, info, report,
+                              clusters=cluster_path, selection=path, sweep=run_dir / "sweep.csv")
     return SweepResult(run_dir, manifest, rows)
