@@ -176,14 +176,12 @@ def score(input: Path, output: Path = typer.Option(...),
           field: str = typer.Option("instruction"),
           trust_remote_code: bool = typer.Option(False)):
     """Add ppl and n_tokens (ppl stays empty where a text cannot be scored)."""
-    from .scoring import make_scorer, score as score_table
+    from .scoring import score as score_table, scorer_for
     from .tables import read_table, table_format, write_table
 
     table_format(output)
-    options = {} if scorer == "kiwi" else dict(model=model, revision=revision, device=device, dtype=dtype,
-                                               max_length=max_length, batch_tokens=batch_tokens, add_bos=add_bos,
-                                               trust_remote_code=trust_remote_code)
-    backend = make_scorer(scorer, **options)
+    backend = scorer_for(scorer, dict(model=model, revision=revision, device=device, dtype=dtype, max_length=max_length,
+                                      batch_tokens=batch_tokens, add_bos=add_bos, trust_remote_code=trust_remote_code))
     result = score_table(read_table(input), backend, field=field)
     write_table(result, output)
     _summary(f"score → {output}", [("rows", result.num_rows), ("unscorable (ppl empty)", result.column("ppl").null_count)])
@@ -201,19 +199,15 @@ def embed(input: Path, output: Path = typer.Option(..., help=".npy file; row i i
           seed: int = typer.Option(42), field: str = typer.Option("instruction"),
           trust_remote_code: bool = typer.Option(False)):
     """Write one vector per row to a .npy file."""
-    from .embedding import embed as embed_table, make_encoder
+    from .embedding import embed as embed_table, encoder_for
     from .tables import read_table, save_vectors
 
     if output.suffix != ".npy":
         raise KoqualityError(f"{output}: vectors are written as .npy")
-    if encoder == "tfidf":
-        options = dict(dims=dims, seed=seed)
-    else:
-        options = dict(model=model, revision=revision, max_length=max_length, normalize=normalize, device=device,
-                       trust_remote_code=trust_remote_code)
-        if encoder == "hf":
-            options.update(pooling=pooling, dtype=dtype, batch_tokens=batch_tokens)
-    vectors = embed_table(read_table(input), make_encoder(encoder, **options), field=field)
+    backend = encoder_for(encoder, dict(dims=dims, seed=seed, model=model, revision=revision, pooling=pooling,
+                                        max_length=max_length, batch_tokens=batch_tokens, normalize=normalize,
+                                        device=device, dtype=dtype, trust_remote_code=trust_remote_code))
+    vectors = embed_table(read_table(input), backend, field=field)
     save_vectors(vectors, output)
     _summary(f"embed → {output}", [("rows", vectors.shape[0]), ("dimensions", vectors.shape[1])])
 

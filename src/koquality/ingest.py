@@ -98,8 +98,7 @@ def ingest(sources: Iterable[SourceSpec | str], on_error: str = "raise", max_cha
     with progress.stage("ingest", None) as advance:
         parts = [ingester.process(chunk, advance) for chunk in _chunks(_specs(sources), on_error, None)]
     corpus = unify([kept for kept, _ in parts])
-    dropped = pa.concat_tables([pa.table({n: [] for n in DROPPED_SCHEMA.names}, schema=DROPPED_SCHEMA)]
-                               + [d for _, d in parts])
+    dropped = pa.concat_tables([DROPPED_SCHEMA.empty_table(), *(d for _, d in parts)])
     return IngestResult(corpus=corpus, dropped=dropped, read=ingester.read, mappings=ingester.mappings,
                         cleaned=dict(ingester.cleaned))
 
@@ -127,8 +126,7 @@ def ingest_to_parquet(sources: Iterable[SourceSpec | str], corpus_path: Path, on
                 writer.write_table(conform(pq.read_table(part), schema))
     finally:
         shutil.rmtree(parts_dir, ignore_errors=True)
-    return IngestResult(corpus=pa.table({}), dropped=pa.concat_tables([pa.table({n: [] for n in DROPPED_SCHEMA.names},
-                                                                                 schema=DROPPED_SCHEMA), *dropped]),
+    return IngestResult(corpus=pa.table({}), dropped=pa.concat_tables([DROPPED_SCHEMA.empty_table(), *dropped]),
                         read=ingester.read, mappings=ingester.mappings, cleaned=dict(ingester.cleaned))
 
 

@@ -34,13 +34,13 @@ import pyarrow.parquet as pq
 
 from . import __version__, progress
 from .clustering import cluster
-from .embedding import make_encoder
+from .embedding import encoder_for
 from .errors import KoqualityError
 from .export import export
 from .ingest import DROPPED_SCHEMA, SourceSpec, ingest_to_parquet
 from .recipe import Recipe, fingerprint
 from .sampling import sample
-from .scoring import make_scorer, score
+from .scoring import score, scorer_for
 from .tables import VectorFile, VectorWriter, atomic_path, read_table, save_vectors, write_json, write_table
 
 log = logging.getLogger("koquality")
@@ -125,8 +125,7 @@ def scores_cached(table: pa.Table, recipe: Recipe, run_dir: Path, stages: Stages
     cached = pa.concat_tables([empty, *shards])
     missing = table.filter(pc.invert(pc.is_in(table.column("id"), value_set=cached.column("id"))))
     if missing.num_rows:
-        options = {k: v for k, v in config.items() if k not in ("scorer", "field", "shard_rows")}
-        scorer = make_scorer(recipe.score.scorer, **({} if recipe.score.scorer == "kiwi" else options))
+        scorer = scorer_for(recipe.score.scorer, config)
         field, size = recipe.score.field, recipe.score.shard_rows
         with progress.stage("score", missing.num_rows) as advance:
             for start in range(0, missing.num_rows, size):
@@ -156,7 +155,7 @@ def vectors_cached(corpus: pa.Table, recipe: Recipe, run_dir: Path, stages: Stag
         stages.note("embed", cache=str(path.relative_to(run_dir)), from_cache=True)
         return VectorFile(path), path
     if encoder == "tfidf":  # written batch by batch: the matrix is never in memory whole
-        tfidf = make_encoder("tfidf", dims=recipe.embed.dims, seed=recipe.seed)
+        tfidf = encoder_for("tfidf", {**config, "seed": recipe.seed})
         with progress.stage("embed", corpus.num_rows) as advance, \
                 VectorWriter(path, corpus.num_rows, recipe.embed.dims) as writer:
             for batch in tfidf.encode_batches(corpus.column(recipe.embed.field).to_pylist()):
@@ -180,11 +179,7 @@ def _sharded_vectors(corpus: pa.Table, recipe: Recipe, directory: Path) -> tuple
     ids = corpus.column("id").to_pylist()
     missing = [i for i, rid in enumerate(ids) if rid not in found]
     if missing:
-        options = {k: v for k, v in recipe.embed.model_dump().items() if k not in ("encoder", "field", "dims", "shard_rows")}
-        if recipe.embed.encoder == "st":
-            for key in ("pooling", "dtype", "batch_tokens"):
-                options.pop(key)
-        encoder = make_encoder(recipe.embed.encoder, **options)
+        encoder = encoder_for(recipe.embed.encoder, recipe.embed.model_dump())
         texts = corpus.column(recipe.embed.field).to_pylist()
         size = recipe.embed.shard_rows
         with progress.stage("embed", len(missing)) as advance:

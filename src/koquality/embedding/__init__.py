@@ -37,6 +37,19 @@ def make_encoder(name: str = "tfidf", **options: Any) -> Encoder:
     raise KoqualityError(f"unknown encoder '{name}' (expected one of: {', '.join(ENCODERS)})")
 
 
+# The settings each backend takes: the CLI and recipes carry them all, and each backend gets only its own.
+ENCODER_SETTINGS = {
+    "tfidf": ("dims", "seed"),
+    "hf": ("model", "revision", "pooling", "max_length", "batch_tokens", "device", "dtype", "normalize",
+           "trust_remote_code"),
+    "st": ("model", "revision", "max_length", "device", "normalize", "trust_remote_code"),
+}
+
+
+def encoder_for(name: str, settings: dict[str, Any]) -> Encoder:
+    return make_encoder(name, **{k: settings[k] for k in ENCODER_SETTINGS.get(name, ()) if k in settings})
+
+
 def embed(table: pa.Table, encoder: Encoder, field: str = "instruction") -> np.ndarray:
     require_columns(table, [field], "embed")
     texts = table.column(field).to_pylist()

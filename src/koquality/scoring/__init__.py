@@ -41,6 +41,15 @@ def make_scorer(name: str = "kiwi", **options: Any) -> Scorer:
     raise KoqualityError(f"unknown scorer '{name}' (expected one of: {', '.join(SCORERS)})")
 
 
+# The settings each backend takes: the CLI and recipes carry them all, and each backend gets only its own.
+SCORER_SETTINGS = {"kiwi": (), "hf": ("model", "revision", "device", "dtype", "max_length", "batch_tokens", "add_bos",
+                                      "trust_remote_code")}
+
+
+def scorer_for(name: str, settings: dict[str, Any]) -> Scorer:
+    return make_scorer(name, **{k: settings[k] for k in SCORER_SETTINGS.get(name, ()) if k in settings})
+
+
 def score(table: pa.Table, scorer: Scorer, field: str = "instruction", batch_rows: int = 4096) -> pa.Table:
     """Add `ppl` (null where the text cannot be scored) and `n_tokens` to `table`."""
     require_columns(table, [field], "score")
