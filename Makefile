@@ -26,7 +26,7 @@ $(VENV)/.core: pyproject.toml | $(BIN)/python
 
 $(VENV)/.dev: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q "$(TORCH)"
-	$(BIN)/pip install -q -e ".[hf,dev]"
+	$(BIN)/pip install -q -e ".[all]"
 	touch $@ $(VENV)/.core
 
 clean:

@@ -6,6 +6,7 @@ the user's input print one line, `koquality: …`, and exit with code 2.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections import Counter
 from pathlib import Path
@@ -259,6 +260,49 @@ def export(input: Path, output: Path = typer.Option(...),
     table = read_table(input)
     path = export_table(table, output, format=format, template=template)
     _summary(f"export → {path}", [("rows", table.num_rows), ("template", template)])
+
+
+@app.command()
+def train(selection: str = typer.Argument(..., help="a run directory, a selection/training-text file (.jsonl .parquet .csv .json) or a saved datasets directory"),
+          model: Optional[str] = typer.Option(None, help="hub id or local path of the causal LM (paper: EleutherAI/polyglot-ko-5.8b)"),
+          output: Path = typer.Option(..., help="directory for the model, tokenizer, koquality-train.json, loss.jsonl, checkpoints"),
+          preset: str = typer.Option("paper", help="paper (the paper's full fine-tuning) or lora (one GPU)"),
+          max_steps: Optional[int] = typer.Option(None, help="stop after this many optimizer steps (overrides --epochs)"),
+          epochs: Optional[float] = typer.Option(None, help="paper: 2"),
+          lr: Optional[float] = typer.Option(None, help="paper: 5e-5"),
+          block_size: Optional[int] = typer.Option(None, help="tokens per training sequence (paper: 1024)"),
+          packing: Optional[str] = typer.Option(None, help="blocks (concatenate and cut, the paper) or none (one row per sequence)"),
+          eos: Optional[bool] = typer.Option(None, "--eos/--no-eos", help="append EOS after every text (the paper: no)"),
+          batch_size: Optional[int] = typer.Option(None, help="per device (paper: 4)"),
+          global_batch_size: Optional[int] = typer.Option(None, help="batch × accumulation × processes (paper: 256)"),
+          grad_accum: Optional[int] = typer.Option(None, help="gradient accumulation steps (replaces --global-batch-size)"),
+          precision: Optional[str] = typer.Option(None, help="auto (bf16 where supported, fp16 on older GPUs, fp32 on CPU), bf16, fp16, fp32"),
+          gradient_checkpointing: Optional[bool] = typer.Option(None, "--gradient-checkpointing/--no-gradient-checkpointing"),
+          lora: Optional[bool] = typer.Option(None, "--lora/--no-lora", help="train LoRA adapters with peft instead of every weight"),
+          lora_r: Optional[int] = typer.Option(None, help="LoRA rank (default 16)"),
+          deepspeed: Optional[str] = typer.Option(None, help="zero3, zero3-offload (shipped configs) or a DeepSpeed JSON file"),
+          save_steps: Optional[int] = typer.Option(None, help="checkpoint every N steps (default: every epoch)"),
+          seed: Optional[int] = typer.Option(None, help="paper: 42"),
+          revision: Optional[str] = typer.Option(None), trust_remote_code: bool = typer.Option(False),
+          template: Optional[str] = typer.Option(None, help="for rows without `text`: paper or chat (a run directory uses its own)"),
+          resume: bool = typer.Option(False, help="continue from the last checkpoint in OUTPUT"),
+          force: bool = typer.Option(False, help="replace a training run already in OUTPUT")):
+    """Fine-tune a causal LM on a selection (the paper's recipe by default). Multi-GPU: torchrun --nproc_per_node N -m koquality train …"""
+    from .train import train as train_model, train_config
+
+    config = train_config(preset, model=model, max_steps=max_steps, epochs=epochs, lr=lr, block_size=block_size,
+                          packing=packing, eos=eos, batch_size=batch_size, global_batch_size=global_batch_size,
+                          grad_accum=grad_accum, precision=precision, gradient_checkpointing=gradient_checkpointing,
+                          lora=lora, lora_r=lora_r, deepspeed=deepspeed, save_steps=save_steps, seed=seed,
+                          revision=revision, trust_remote_code=trust_remote_code or None)
+    summary = train_model(selection, output, config, resume=resume, force=force, template=template)
+    if int(os.environ.get("RANK", "0")) == 0:
+        _summary(f"train → {output}", [("texts", summary["data"]["texts"]), ("tokens", summary["data"]["tokens"]),
+                                       ("sequences", summary["data"]["sequences"]), ("steps", summary["steps"]),
+                                       ("global batch", summary["resolved"]["global_batch_size"]),
+                                       ("precision", summary["resolved"]["precision"]),
+                                       ("loss: first → last", f"{summary['first_loss']:.4f} → {summary['final_loss']:.4f}"),
+                                       ("loss log", str(output / "loss.jsonl"))])
 
 
 def main() -> None:

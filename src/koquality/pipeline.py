@@ -68,9 +68,9 @@ def versions() -> dict[str, str]:
              "scikit-learn": sklearn.__version__}
     import sys
 
-    for name in ("torch", "transformers", "sentence_transformers"):
+    for name in ("torch", "transformers", "sentence_transformers", "accelerate", "peft", "deepspeed", "lm_eval"):
         if name in sys.modules:
-            found[name] = sys.modules[name].__version__
+            found[name] = getattr(sys.modules[name], "__version__", "unknown")
     return found
 
 

@@ -13,11 +13,12 @@ from typing import Callable, Iterator, Protocol
 
 
 class Reporter(Protocol):
-    def __call__(self, description: str, total: int | None) -> contextlib.AbstractContextManager[Callable[[int], None]]: ...
+    def __call__(self, description: str, total: int | None,
+                 unit: str = "rows") -> contextlib.AbstractContextManager[Callable[[int], None]]: ...
 
 
 @contextlib.contextmanager
-def _silent(description: str, total: int | None) -> Iterator[Callable[[int], None]]:
+def _silent(description: str, total: int | None, unit: str = "rows") -> Iterator[Callable[[int], None]]:
     yield lambda n=1: None
 
 
@@ -26,14 +27,14 @@ _inside: contextvars.ContextVar[bool] = contextvars.ContextVar("koquality_inside
 
 
 @contextlib.contextmanager
-def stage(description: str, total: int | None) -> Iterator[Callable[[int], None]]:
+def stage(description: str, total: int | None, unit: str = "rows") -> Iterator[Callable[[int], None]]:
     """One bar per stage: a stage run inside another (score() per shard inside the pipeline's loop) is silent."""
     if _inside.get():
         yield lambda n=1: None
         return
     token = _inside.set(True)
     try:
-        with _reporter.get()(description, total) as advance:
+        with _reporter.get()(description, total, unit) as advance:
             yield advance
     finally:
         _inside.reset(token)
@@ -52,19 +53,21 @@ def rich_reporter(console) -> Reporter:
     from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
                                TimeRemainingColumn)
 
-    class RowsPerSecond(TextColumn):
-        def __init__(self):
+    class PerSecond(TextColumn):
+        def __init__(self, unit: str):
             super().__init__("")
+            self.unit = unit
 
         def render(self, task):
             speed = task.finished_speed or task.speed
             from rich.text import Text
 
-            return Text(f"{speed:,.0f} rows/s" if speed else "", style="progress.data.speed")
+            shown = f"{speed:,.0f}" if speed and speed >= 10 else f"{speed:.2f}" if speed else ""
+            return Text(f"{shown} {self.unit}/s" if speed else "", style="progress.data.speed")
 
     @contextlib.contextmanager
-    def report(description: str, total: int | None):
-        with Progress(TextColumn("{task.description:<10}"), BarColumn(), MofNCompleteColumn(), RowsPerSecond(),
+    def report(description: str, total: int | None, unit: str = "rows"):
+        with Progress(TextColumn("{task.description:<10}"), BarColumn(), MofNCompleteColumn(), PerSecond(unit),
                       TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), console=console,
                       transient=False) as progress:
             task = progress.add_task(description, total=total)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import KoqualityError
 
@@ -92,6 +92,59 @@ class ExportConfig(Section):
     template: Literal["paper", "chat"] = "paper"
 
 
+class TrainConfig(Section):
+    """The recipe's `train:` section and `koquality train`'s options; the defaults are the paper's run."""
+
+    model: str | None = None  # hub id or local path; paper: EleutherAI/polyglot-ko-5.8b
+    revision: str | None = None
+    trust_remote_code: bool = False
+    packing: Literal["blocks", "none"] = "blocks"  # blocks: concatenate and cut (run_clm); none: a row per sequence
+    block_size: int = Field(1024, ge=8)
+    eos: bool = False  # append EOS after every text (the paper did not)
+    epochs: float = Field(2.0, gt=0)
+    max_steps: int | None = Field(None, ge=1)  # overrides epochs
+    lr: float = Field(5e-5, gt=0)
+    scheduler: str = "linear"
+    warmup_steps: int = Field(0, ge=0)
+    weight_decay: float = Field(0.0, ge=0)
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    adam_epsilon: float = 1e-8
+    batch_size: int = Field(4, ge=1)  # per device
+    global_batch_size: int | None = Field(256, ge=1)  # batch × accumulation × processes; None: use grad_accum
+    grad_accum: int | None = Field(None, ge=1)
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
+    gradient_checkpointing: bool = False
+    lora: bool = False
+    lora_r: int = Field(16, ge=1)
+    lora_alpha: int = Field(32, ge=1)
+    lora_dropout: float = Field(0.05, ge=0, lt=1)
+    lora_target: list[str] | None = None  # None: peft's default modules for the architecture
+    deepspeed: str | None = None  # zero3, zero3-offload or a DeepSpeed JSON file
+    save_steps: int | None = Field(None, ge=1)  # None: a checkpoint at the end of every epoch (the paper)
+    save_total_limit: int = Field(2, ge=1)
+    logging_steps: int = Field(1, ge=1)
+    seed: int = 42
+
+    @model_validator(mode="after")
+    def _one_accumulation(self):
+        if self.grad_accum is not None and self.global_batch_size is not None:
+            raise ValueError("give grad_accum or global_batch_size, not both")
+        return self
+
+
+class EvalConfig(Section):
+    """Zero-shot KoBEST through lm-evaluation-harness, as the paper."""
+
+    tasks: list[str] = Field(default_factory=lambda: ["boolq", "copa", "hellaswag", "sentineg", "wic"])
+    num_fewshot: int = Field(0, ge=0)
+    limit: float | None = Field(None, gt=0)  # per task: a count, or a share when < 1 (for smoke runs only)
+    batch_size: int = Field(8, ge=1)
+    device: str = "auto"
+    dtype: str = "auto"
+    kobest_dir: str | None = None  # the KoBEST TSV release, for machines without the hub
+
+
 class Recipe(Section):
     name: str = "run"
     seed: int = 42
@@ -102,6 +155,8 @@ class Recipe(Section):
     cluster: ClusterConfig = Field(default_factory=ClusterConfig)
     sample: SampleConfig = Field(default_factory=SampleConfig)
     export: ExportConfig = Field(default_factory=ExportConfig)
+    train: TrainConfig | None = None  # fine-tune on the selection after export (needs train.model)
+    eval: EvalConfig | None = None  # evaluate the trained model (or `eval.model`) on KoBEST
 
     @field_validator("name")
     @classmethod
