@@ -201,3 +201,70 @@ def test_training_errors_are_one_line(tiny_lm, demo_run, tmp_path):
     assert "--preset big: expected one of paper, lora" in fails(demo_run, "--model", tiny_lm, "--output", tmp_path / "g", "--preset", "big")
     (tmp_path / "rows.jsonl").write_text('{"question": "가"}\n', encoding="utf-8")
     assert "no `text` column and no `instruction`/`output` columns" in fails(tmp_path / "rows.jsonl", "--model", tiny_lm, "--output", tmp_path / "h")
+
+
+def _recipe_with_training(tmp_path, tiny_lm, **train):
+    import yaml
+
+    from koquality.recipe import load_recipe as load
+
+    data = load("demo").model_dump(mode="json", exclude={"train", "eval"})
+    data["train"] = {"model": str(tiny_lm), "block_size": 64, "grad_accum": 1, "max_steps": 4, "lr": 1e-3, **train}
+    data["eval"] = {"tasks": ["boolq", "copa"], "limit": 4, "device": "cpu", "baseline": True,
+                    "kobest_dir": str(FIXTURE_KOBEST)}
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    return path
+
+
+FIXTURE_KOBEST = __import__("pathlib").Path(__file__).parent / "fixtures" / "kobest"
+
+
+def test_run_chains_curation_training_and_evaluation(tiny_lm, tmp_path):
+    pytest.importorskip("lm_eval")
+    recipe = _recipe_with_training(tmp_path, tiny_lm)
+    out = tmp_path / "run"
+    proc = koquality("run", "--recipe", recipe, "--output", out, "--no-report")
+    assert "KoBEST fine-tuned: mean acc / macro-F1" in proc.stdout and "KoBEST base" in proc.stdout
+    manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+    assert manifest["train"]["steps"] == 4 and manifest["files"]["model"] == "model"
+    assert set(manifest["eval"]) == {"base", "fine-tuned"}
+    table = (out / "eval" / "kobest.md").read_text(encoding="utf-8")
+    assert str(tiny_lm) in table and "BoolQ" in table and "COPA" in table
+    trained = (out / "model" / "model.safetensors").stat().st_mtime_ns
+
+    again = koquality("run", "--recipe", recipe, "--output", out, "--no-report")  # nothing changed: all reused
+    stages = json.loads((out / "manifest.json").read_text(encoding="utf-8"))["stages"]
+    assert (out / "model" / "model.safetensors").stat().st_mtime_ns == trained
+    assert {name for name, info in stages.items() if info.get("cached")} >= {"train", "eval base", "eval fine-tuned"}
+    assert again.returncode == 0
+
+
+def test_run_launches_torchrun_for_several_processes(tiny_lm, tmp_path):
+    recipe = _recipe_with_training(tmp_path, tiny_lm, processes=2, grad_accum=None, global_batch_size=8)
+    import yaml
+
+    data = yaml.safe_load(recipe.read_text(encoding="utf-8"))
+    data.pop("eval")
+    recipe.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    koquality("run", "--recipe", recipe, "--output", tmp_path / "run", "--no-report")
+    summary = json.loads((tmp_path / "run" / "model" / "koquality-train.json").read_text(encoding="utf-8"))
+    assert summary["resolved"]["world_size"] == 2 and summary["resolved"]["grad_accum"] == 1
+    assert summary["steps"] == 4
+
+
+def test_recipe_training_sections_are_validated(tmp_path):
+    from koquality.recipe import parse_recipe
+
+    base = {"sources": [{"path": "a.jsonl"}]}
+    with pytest.raises(KoqualityError, match="train needs model"):
+        parse_recipe({**base, "train": {"epochs": 1}})
+    with pytest.raises(KoqualityError, match="eval evaluates the model that train fine-tunes"):
+        parse_recipe({**base, "eval": {}})
+    with pytest.raises(KoqualityError, match="train.lr"):
+        parse_recipe({**base, "train": {"model": "m", "lr": -1}})
+    paper = load_recipe("paper-train")
+    assert (paper.train.model, paper.train.lr, paper.train.block_size, paper.train.global_batch_size,
+            paper.train.epochs, paper.train.processes) == ("EleutherAI/polyglot-ko-5.8b", 5e-5, 1024, 256, 2, 4)
+    assert paper.eval.num_fewshot == 0 and paper.eval.baseline and len(paper.eval.tasks) == 5
+    assert paper.model_dump(exclude={"name", "train", "eval"}) == load_recipe("paper").model_dump(exclude={"name", "train", "eval"})

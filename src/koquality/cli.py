@@ -37,18 +37,39 @@ def _summary(title: str, rows: list[tuple[str, object]]) -> None:
 def run(recipe: str = typer.Option("demo", help="demo, paper, or a recipe .yaml file"),
         output: Optional[Path] = typer.Option(None, help="run directory (default: runs/<recipe name>)"),
         force: bool = typer.Option(False, help="replace a run directory that holds a different recipe"),
-        report: bool = typer.Option(True, help="write report.html at the end")):
-    """Run the whole pipeline: ingest → score → embed → cluster → sample → export → report."""
+        report: bool = typer.Option(True, help="write report.html at the end"),
+        train: Optional[str] = typer.Option(None, "--train", help="then fine-tune this model (hub id or path) on the selection"),
+        eval: bool = typer.Option(False, "--eval", help="then evaluate the fine-tuned model on KoBEST"),
+        kobest_dir: Optional[Path] = typer.Option(None, help="--eval offline: the KoBEST TSV folder"),
+        limit: Optional[float] = typer.Option(None, help="--eval: examples per task (smoke runs only)")):
+    """Run the whole pipeline: ingest → score → embed → cluster → sample → export → report (→ train → eval)."""
     from .pipeline import run as run_pipeline
-    from .recipe import load_recipe
-    from .report import summary_rows
+    from .recipe import load_recipe, parse_recipe
 
     loaded = load_recipe(recipe)
+    if train or eval or kobest_dir or limit:
+        data = loaded.model_dump()
+        if train:
+            data["train"] = {**(data.get("train") or {}), "model": train}
+        if eval or kobest_dir or limit:
+            data["eval"] = {**(data.get("eval") or {}), **({"kobest_dir": str(kobest_dir)} if kobest_dir else {}),
+                            **({"limit": limit} if limit else {})}
+        loaded = parse_recipe(data, "--train/--eval")
     result = run_pipeline(loaded, output or Path("runs") / loaded.name, force=force, report=report)
+    from .report import summary_rows
+
     rows = summary_rows(result.manifest)
     rows += [("selection", str(result.selection_path)), ("training text", str(result.run_dir / result.manifest["files"]["export"]))]
     if report:
         rows += [("report", str(result.run_dir / "report.html"))]
+    if "train" in result.manifest:
+        t = result.manifest["train"]
+        rows += [("model", str(result.run_dir / "model")), ("train steps", t["steps"]),
+                 ("train loss: first → last", f"{t['first_loss']:.4f} → {t['final_loss']:.4f}")]
+    for name, average in result.manifest.get("eval", {}).items():
+        rows += [(f"KoBEST {name}: mean acc / macro-F1", f"{average['acc']:.4f} / {average['f1']:.4f}")]
+    if "eval" in result.manifest:
+        rows += [("KoBEST table", str(result.run_dir / result.manifest["files"]["eval"]))]
     _summary(f"koquality run: {loaded.name} → {result.run_dir}", rows)
 
 
@@ -285,12 +306,13 @@ def train(selection: str = typer.Argument(..., help="a run directory, a selectio
           seed: Optional[int] = typer.Option(None, help="paper: 42"),
           revision: Optional[str] = typer.Option(None), trust_remote_code: bool = typer.Option(False),
           template: Optional[str] = typer.Option(None, help="for rows without `text`: paper or chat (a run directory uses its own)"),
+          config: Optional[Path] = typer.Option(None, help="train settings from a file: a recipe .yaml (its train: section) or a .json of train keys; options given here override it"),
           resume: bool = typer.Option(False, help="continue from the last checkpoint in OUTPUT"),
           force: bool = typer.Option(False, help="replace a training run already in OUTPUT")):
     """Fine-tune a causal LM on a selection (the paper's recipe by default). Multi-GPU: torchrun --nproc_per_node N -m koquality train …"""
-    from .train import train as train_model, train_config
+    from .train import load_train_config, train as train_model, train_config
 
-    config = train_config(preset, model=model, max_steps=max_steps, epochs=epochs, lr=lr, block_size=block_size,
+    config = train_config(preset, base=load_train_config(config) if config else None, model=model, max_steps=max_steps, epochs=epochs, lr=lr, block_size=block_size,
                           packing=packing, eos=eos, batch_size=batch_size, global_batch_size=global_batch_size,
                           grad_accum=grad_accum, precision=precision, gradient_checkpointing=gradient_checkpointing,
                           lora=lora, lora_r=lora_r, deepspeed=deepspeed, save_steps=save_steps, seed=seed,
@@ -303,6 +325,33 @@ def train(selection: str = typer.Argument(..., help="a run directory, a selectio
                                        ("precision", summary["resolved"]["precision"]),
                                        ("loss: first → last", f"{summary['first_loss']:.4f} → {summary['final_loss']:.4f}"),
                                        ("loss log", str(output / "loss.jsonl"))])
+
+
+@app.command("eval")
+def eval_(model: str = typer.Argument(..., help="a model directory (koquality train output, incl. LoRA adapters) or hub id"),
+          output: Path = typer.Option(Path("results.json"), help="results JSON; the Markdown table goes beside it (.md)"),
+          tasks: str = typer.Option("boolq,copa,hellaswag,sentineg,wic", help="KoBEST tasks, comma-separated"),
+          num_fewshot: int = typer.Option(0, help="the paper: 0 (zero-shot)"),
+          limit: Optional[float] = typer.Option(None, help="examples per task (a share when < 1); smoke runs only"),
+          batch_size: int = typer.Option(8), device: str = typer.Option("auto", help="auto, cpu or cuda"),
+          dtype: str = typer.Option("auto", help="auto (bf16 on GPU, fp32 on CPU), float32, bfloat16, float16"),
+          kobest_dir: Optional[Path] = typer.Option(None, help="the KoBEST TSV folder (offline; default: skt/kobest_v1 from the hub)"),
+          revision: Optional[str] = typer.Option(None), trust_remote_code: bool = typer.Option(False),
+          compare: Optional[List[Path]] = typer.Option(None, help="earlier results JSON to put in the same table")):
+    """Zero-shot KoBEST (BoolQ, COPA, HellaSwag, SentiNeg, WiC) with lm-evaluation-harness; accuracy and macro-F1."""
+    from .evaluate import evaluate, load_results, markdown_table
+
+    results = evaluate(model, output, tasks=[t.strip() for t in tasks.split(",") if t.strip()], num_fewshot=num_fewshot,
+                       limit=limit, batch_size=batch_size, device=device, dtype=dtype, kobest_dir=kobest_dir,
+                       revision=revision, trust_remote_code=trust_remote_code)
+    table = markdown_table([load_results(p) for p in compare or []] + [results])
+    if compare:
+        from .tables import atomic_path
+
+        with atomic_path(output.with_suffix(".md")) as tmp:
+            tmp.write_text(f"# KoBEST\n\n{table}", encoding="utf-8")
+    Console().print(table, markup=False, highlight=False)
+    _summary(f"eval → {output}", [("table", str(output.with_suffix(".md")))])
 
 
 def main() -> None:

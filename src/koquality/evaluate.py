@@ -28,9 +28,10 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+from collections.abc import Iterable, Iterator, Sequence
 from importlib import import_module
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any
 
 from .errors import KoqualityError, missing_extra
 from .kobest import kobest_rows
@@ -68,7 +69,7 @@ def task_names(tasks: str | Iterable[str] | None = None) -> list[str]:
 def _lm_eval():
     try:
         import lm_eval
-        import lm_eval.tasks  # noqa: F401
+        import lm_eval.tasks
         import torch  # noqa: F401
         import transformers  # noqa: F401
     except ImportError:
@@ -102,7 +103,7 @@ def _read_task_yaml(path: Path) -> dict[str, Any]:
 
     Loader.add_constructor("!function", lambda loader, node: _Function(loader.construct_scalar(node)))
     with open(path, encoding="utf-8") as f:
-        return yaml.load(f, Loader=Loader)  # noqa: S506 (a SafeLoader subclass)
+        return yaml.load(f, Loader=Loader)
 
 
 def _dump_task_yaml(config: dict[str, Any]) -> str:
@@ -135,11 +136,10 @@ def _offline_metric_list(installed: Path) -> list[dict[str, Any]] | None:
 
 
 def _write_jsonl(rows: list[dict[str, Any]], path: Path) -> None:
-    with atomic_path(path) as tmp:
-        with open(tmp, "w", encoding="utf-8") as f:
-            for row in rows:
-                f.write(json.dumps(row, ensure_ascii=False))
-                f.write("\n")
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False))
+            f.write("\n")
 
 
 def offline_tasks(kobest_dir: str | Path, out_dir: str | Path, tasks: str | Iterable[str] | None = None) -> list[Path]:
@@ -251,8 +251,8 @@ def _model_args(model: str, dtype: str, revision: str | None, trust_remote_code:
         if any((local / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")):
             args["tokenizer"] = str(local.resolve())
     else:
-        # a local directory is passed by absolute path: lm-eval looks a name that could be a hub id
-        # ("runs/final") up on the hub for its commit sha after evaluating
+        # a local directory goes by absolute path: after evaluating, lm-eval asks the hub for the commit sha
+        # of `pretrained`, and a relative path such as "runs/final" reads as a hub id; an absolute one does not
         args = {"pretrained": str(local.resolve()) if local.is_dir() else model}
     if revision is not None:
         args["revision"] = revision
@@ -260,24 +260,31 @@ def _model_args(model: str, dtype: str, revision: str | None, trust_remote_code:
     return args
 
 
+def _limit(limit: float | None) -> int | float | None:
+    """A count of examples as an int (a CLI float option gives 8.0), a share (below 1) as a float."""
+    if limit is None:
+        return None
+    if not limit > 0:
+        raise KoqualityError(f"--limit {limit}: expected a number of examples (or a share below 1) above 0")
+    return int(limit) if limit >= 1 and float(limit).is_integer() else limit
+
+
 def lm_eval_args(model: str, tasks: str | Iterable[str] | None = None, num_fewshot: int = 0,
-                 limit: int | float | None = None, batch_size: int | str = 8, device: str = "auto",
+                 limit: float | None = None, batch_size: int | str = 8, device: str = "auto",
                  dtype: str = "auto", kobest_dir: str | Path | None = None, task_dir: str | Path | None = None,
                  revision: str | None = None, trust_remote_code: bool = False, seed: int = 1234) -> dict[str, Any]:
     """The keyword arguments `evaluate` passes to `lm_eval.simple_evaluate` (with kobest_dir, the offline task
     YAMLs are written to `task_dir` first). Checks the settings before anything heavy is loaded."""
     names = task_names(tasks)
-    lm_eval = _lm_eval()
+    _lm_eval()
+    import torch
     from lm_eval.tasks import TaskManager
 
     from .torch_utils import resolve_device, resolve_dtype
 
-    import torch
-
     if num_fewshot < 0:
         raise KoqualityError(f"--num-fewshot {num_fewshot}: expected 0 or more")
-    if limit is not None and not limit > 0:
-        raise KoqualityError(f"--limit {limit}: expected a number of examples (or a fraction below 1) above 0")
+    limit = _limit(limit)
     device = resolve_device(torch, device)
     dtype_name = str(resolve_dtype(torch, dtype, device)).removeprefix("torch.")
     model_args = _model_args(model, dtype_name, revision, trust_remote_code)
@@ -292,8 +299,7 @@ def lm_eval_args(model: str, tasks: str | Iterable[str] | None = None, num_fewsh
     manager = TaskManager(include_path=str(_kobest_tasks_dir()), include_defaults=False, metadata=dict(model_args))
     return {"model": "hf", "model_args": model_args, "tasks": specs, "num_fewshot": num_fewshot, "limit": limit,
             "batch_size": batch_size, "device": device, "log_samples": False, "task_manager": manager,
-            "random_seed": seed, "numpy_random_seed": seed, "torch_random_seed": seed, "fewshot_random_seed": seed,
-            "lm_eval_version": lm_eval.__version__}
+            "random_seed": seed, "numpy_random_seed": seed, "torch_random_seed": seed, "fewshot_random_seed": seed}
 
 
 def _plain(value: Any) -> Any:
@@ -344,18 +350,18 @@ def _average(scores: dict[str, dict[str, Any]]) -> dict[str, Any]:
 
 
 def evaluate(model: str, output: str | Path, tasks: str | Iterable[str] | None = None, num_fewshot: int = 0,
-             limit: int | float | None = None, batch_size: int | str = 8, device: str = "auto", dtype: str = "auto",
+             limit: float | None = None, batch_size: int | str = 8, device: str = "auto", dtype: str = "auto",
              kobest_dir: str | Path | None = None, revision: str | None = None, trust_remote_code: bool = False,
-             seed: int = 1234) -> dict[str, Any]:
+             seed: int = 1234, label: str | None = None) -> dict[str, Any]:
     """Zero-shot (by default) KoBEST of `model` with lm-eval; writes `output` (JSON) and its `.md` table and
     returns the JSON. `limit` evaluates only the first N test examples of each task (a smoke test, not a score).
-    Offline (`kobest_dir`), the task files go to `<output stem>_tasks/` beside `output`."""
+    Offline (`kobest_dir`), the task files go to `<output stem>_tasks/` beside `output`. `label` names the
+    model's row in tables (default: `model`)."""
     output = Path(output)
     task_dir = output.parent / f"{output.stem}_tasks"
     args = lm_eval_args(model, tasks, num_fewshot=num_fewshot, limit=limit, batch_size=batch_size, device=device,
                         dtype=dtype, kobest_dir=kobest_dir, task_dir=task_dir, revision=revision,
                         trust_remote_code=trust_remote_code, seed=seed)
-    version = args.pop("lm_eval_version")
     import lm_eval
 
     with _no_download_counts(offline=kobest_dir is not None):
@@ -368,6 +374,7 @@ def evaluate(model: str, output: str | Path, tasks: str | Iterable[str] | None =
     result = {
         "format": FORMAT,
         "model": model,
+        "label": label,
         "pretrained": model_args["pretrained"],
         "adapter": model_args.get("peft"),
         "revision": revision,
@@ -375,12 +382,12 @@ def evaluate(model: str, output: str | Path, tasks: str | Iterable[str] | None =
         "device": args["device"],
         "tasks": names,
         "num_fewshot": num_fewshot,
-        "limit": limit,
+        "limit": args["limit"],
         "batch_size": batch_size,
         "seed": seed,
         "kobest": ({"source": "dir", "dir": str(Path(kobest_dir).resolve()), "task_files": args["tasks"]}
                    if kobest_dir is not None else {"source": "hub", "dataset": HUB_DATASET}),
-        "lm_eval_version": version,
+        "lm_eval_version": lm_eval.__version__,
         "scores": scores,
         "average": _average(scores),
         "lm_eval": _plain({"model_args": model_args, "results": raw.get("results"), "n-samples": raw.get("n-samples"),
@@ -422,8 +429,8 @@ def _note(result: dict[str, Any]) -> str:
 
 
 def _label(result: dict[str, Any]) -> str:
-    label = result.get("model", "?")
-    if result.get("adapter") and result.get("pretrained"):
+    label = result.get("label") or result.get("model", "?")
+    if not result.get("label") and result.get("adapter") and result.get("pretrained"):
         label = f"{label} (adapter on {result['pretrained']})"
     return str(label).replace("|", "\\|")
 
@@ -443,6 +450,6 @@ def markdown_table(results: dict[str, Any] | Iterable[dict[str, Any]]) -> str:
             cells = [_cell(scores.get(t, {}).get(metric)) for t in TASKS]
             lines.append(f"| {_label(result)} | " + " | ".join(cells) + f" | {_cell(result.get('average', {}).get(metric))} |")
         lines.append("")
-        for note in notes:
-            lines += [note, ""]
+    for note in notes:
+        lines += [note, ""]
     return "\n".join(lines)

@@ -98,7 +98,8 @@ def check_recipe_dir(run_dir: Path, recipe: Recipe, force: bool) -> None:
         from .recipe import load_recipe
 
         previous = load_recipe(saved)
-        if previous.model_dump() != recipe.model_dump():
+        curation = {"train", "eval"}  # training and evaluation keep their own cache keys in model/ and eval/
+        if previous.model_dump(exclude=curation) != recipe.model_dump(exclude=curation):
             raise KoqualityError(f"{run_dir}: holds a run of a different recipe (see {saved}); "
                                  f"use another --output or --force to replace it")
 
@@ -329,7 +330,97 @@ def run(recipe: Recipe, run_dir: str | Path, force: bool = False, report: bool =
         stages.run("export", export, selection, export_path, format=recipe.export.format, template=recipe.export.template)
         manifest = finish_run(recipe, run_dir, prepared, stages, started, selection, clustered.info, report,
                               clusters=cluster_path, selection=selection_path, export=export_path)
+        if recipe.train:
+            trained = train_and_evaluate(recipe, run_dir, selection_path, stages)
+            manifest["files"].update(trained.pop("files"))
+            manifest.update(trained)
+            manifest["stages"] = stages.records
+            write_json(manifest, run_dir / "manifest.json")
     return RunResult(run_dir, manifest, selection)
+
+
+def train_and_evaluate(recipe: Recipe, run_dir: Path, selection_path: Path, stages: Stages) -> dict[str, Any]:
+    """Stages 7–8 when the recipe has them: the model in model/, KoBEST results in eval/.
+
+    The model is keyed by the training settings and the selection's bytes: an unchanged pair is reused, a
+    killed training resumes from its last checkpoint, anything else trains afresh. Evaluations are keyed by
+    the model's key and the eval settings the same way.
+    """
+    import hashlib
+    import json
+    import shutil
+
+    from .train import CONFIG_FILE
+
+    model_dir = run_dir / "model"
+    train_key = fingerprint(recipe.train.model_dump(), hashlib.sha256(selection_path.read_bytes()).hexdigest())
+    key_file = model_dir / "koquality-key.txt"
+    same = key_file.exists() and key_file.read_text(encoding="utf-8") == train_key
+    if same and (model_dir / CONFIG_FILE).exists():
+        summary = json.loads((model_dir / CONFIG_FILE).read_text(encoding="utf-8"))
+        stages.note("train", cached=True)
+    else:
+        resume = same and any(model_dir.glob("checkpoint-*"))
+        if not resume:
+            shutil.rmtree(model_dir, ignore_errors=True)
+            model_dir.mkdir(parents=True)
+            key_file.write_text(train_key, encoding="utf-8")
+        summary = stages.run("train", _train_processes, selection_path, model_dir, recipe, resume)
+    result: dict[str, Any] = {"train": {k: summary[k] for k in ("steps", "train_loss", "first_loss", "final_loss", "data", "resolved")}}
+    result["files"] = {"model": "model"}
+    if recipe.eval:
+        from .evaluate import evaluate, load_results, markdown_table
+
+        e = recipe.eval
+        models = {"fine-tuned": str(model_dir)}
+        labels = {"base": recipe.train.model, "fine-tuned": f"{recipe.train.model} + {recipe.selection_name()}"}
+        if e.baseline:
+            models = {"base": recipe.train.model, **models}
+        tables = []
+        for name, model in models.items():
+            path = run_dir / "eval" / f"{name}.json"
+            key_path = path.with_suffix(".key")
+            key = fingerprint(e.model_dump(), train_key if name == "fine-tuned" else recipe.train.model)
+            if path.exists() and key_path.exists() and key_path.read_text(encoding="utf-8") == key:
+                stages.note(f"eval {name}", cached=True)
+            else:
+                stages.run(f"eval {name}", evaluate, model, path, tasks=e.tasks, num_fewshot=e.num_fewshot, limit=e.limit,
+                           batch_size=e.batch_size, device=e.device, dtype=e.dtype, kobest_dir=e.kobest_dir,
+                           label=labels[name])
+                key_path.write_text(key, encoding="utf-8")
+            tables.append(load_results(path))
+        table_path = run_dir / "eval" / "kobest.md"
+        with atomic_path(table_path) as tmp:
+            tmp.write_text(markdown_table(tables), encoding="utf-8")
+        result["eval"] = {name: t["average"] for name, t in zip(models, tables)}
+        result["files"]["eval"] = str(table_path.relative_to(run_dir))
+    return result
+
+
+def _train_processes(selection_path: Path, model_dir: Path, recipe: Recipe, resume: bool) -> dict[str, Any]:
+    """Train in this process, or with `train.processes` > 1 under torchrun (one process per GPU) while this
+    process waits: curation stays single-process, and a failed launch is reported with its exit code."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from .train import CONFIG_FILE, train
+
+    if recipe.train.processes == 1:
+        return train(selection_path, model_dir, recipe.train, resume=resume, template=recipe.export.template)
+    config_path = model_dir / "train-config.json"
+    write_json(recipe.train.model_dump(), config_path)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={recipe.train.processes}",
+               "-m", "koquality", "train", str(selection_path), "--config", str(config_path), "--output", str(model_dir),
+               "--template", recipe.export.template, *(["--resume"] if resume else [])]
+    log.info("launching: %s", " ".join(command))
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
+    proc = subprocess.run(command, env=env)
+    if proc.returncode != 0:
+        raise KoqualityError(f"training with {recipe.train.processes} processes failed (exit {proc.returncode}); "
+                             f"see the messages above; `koquality run` again resumes from the last checkpoint")
+    return json.loads((model_dir / CONFIG_FILE).read_text(encoding="utf-8"))
 
 
 def _write_corpus(ingested_path: Path, ppl: pa.ChunkedArray, n_tokens: pa.ChunkedArray, corpus_path: Path,

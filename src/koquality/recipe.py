@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from .errors import KoqualityError
 
-PRESETS = ("demo", "paper")
+PRESETS = ("demo", "paper", "paper-train")
 
 
 class Section(BaseModel):
@@ -121,10 +121,18 @@ class TrainConfig(Section):
     lora_dropout: float = Field(0.05, ge=0, lt=1)
     lora_target: list[str] | None = None  # None: peft's default modules for the architecture
     deepspeed: str | None = None  # zero3, zero3-offload or a DeepSpeed JSON file
+    processes: int = Field(1, ge=1)  # > 1: `koquality run` launches training with torchrun, one process per GPU
     save_steps: int | None = Field(None, ge=1)  # None: a checkpoint at the end of every epoch (the paper)
     save_total_limit: int = Field(2, ge=1)
     logging_steps: int = Field(1, ge=1)
     seed: int = 42
+
+    @model_validator(mode="before")
+    @classmethod
+    def _accumulation_replaces_the_global_batch(cls, data):
+        if isinstance(data, dict) and data.get("grad_accum") is not None and "global_batch_size" not in data:
+            data = {**data, "global_batch_size": None}
+        return data
 
     @model_validator(mode="after")
     def _one_accumulation(self):
@@ -143,6 +151,7 @@ class EvalConfig(Section):
     device: str = "auto"
     dtype: str = "auto"
     kobest_dir: str | None = None  # the KoBEST TSV release, for machines without the hub
+    baseline: bool = False  # also evaluate train.model as it was, for the paper's base-vs-tuned table
 
 
 class Recipe(Section):
@@ -156,7 +165,7 @@ class Recipe(Section):
     sample: SampleConfig = Field(default_factory=SampleConfig)
     export: ExportConfig = Field(default_factory=ExportConfig)
     train: TrainConfig | None = None  # fine-tune on the selection after export (needs train.model)
-    eval: EvalConfig | None = None  # evaluate the trained model (or `eval.model`) on KoBEST
+    eval: EvalConfig | None = None  # evaluate the trained model on KoBEST (needs train)
 
     @field_validator("name")
     @classmethod
@@ -172,6 +181,14 @@ class Recipe(Section):
         if not sources:
             raise ValueError("a recipe needs at least one source")
         return sources
+
+    @model_validator(mode="after")
+    def _training_needs_a_model(self):
+        if self.train is not None and not self.train.model:
+            raise ValueError("train needs model: a hub id or local path of the causal LM to fine-tune")
+        if self.eval is not None and self.train is None:
+            raise ValueError("eval evaluates the model that train fine-tunes: add a train section (with model)")
+        return self
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), allow_unicode=True, sort_keys=False)

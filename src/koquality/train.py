@@ -46,18 +46,40 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-def train_config(preset: str = "paper", **overrides: Any) -> TrainConfig:
-    """A preset with the options the user set (None means not set). `grad_accum` replaces the global batch."""
+def train_config(preset: str = "paper", base: dict[str, Any] | None = None, **overrides: Any) -> TrainConfig:
+    """A preset, then `base` (settings from a file), then the options the user set (None means not set).
+    `grad_accum` replaces the global batch."""
     if preset not in PRESETS:
         raise KoqualityError(f"--preset {preset}: expected one of {', '.join(PRESETS)}")
-    values = {**PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None}}
-    if overrides.get("grad_accum") is not None:
+    values = {**PRESETS[preset], **(base or {}), **{k: v for k, v in overrides.items() if v is not None}}
+    if values.get("grad_accum") is not None and overrides.get("global_batch_size") is None:
         values["global_batch_size"] = None
     try:
         return TrainConfig(**values)
     except ValidationError as e:
         first = e.errors()[0]
         raise KoqualityError(f"train option {'.'.join(map(str, first['loc'])) or ''}: {first['msg']}") from None
+
+
+def load_train_config(path: str | Path) -> dict[str, Any]:
+    """Train settings from a recipe (.yaml, its `train:` section) or a JSON object of train keys."""
+    path = Path(path)
+    if not path.is_file():
+        raise KoqualityError(f"--config {path}: no such file")
+    if path.suffix in (".yaml", ".yml"):
+        from .recipe import load_recipe
+
+        recipe = load_recipe(path)
+        if recipe.train is None:
+            raise KoqualityError(f"--config {path}: the recipe has no train: section")
+        return recipe.train.model_dump(exclude_unset=True)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise KoqualityError(f"--config {path}: not JSON or a recipe .yaml ({e})") from None
+    if not isinstance(data, dict):
+        raise KoqualityError(f"--config {path}: expected a JSON object of train settings")
+    return data
 
 
 def deepspeed_config(name_or_path: str) -> Path:
