@@ -422,3 +422,18 @@ def test_cli_eval_writes_json_markdown_and_a_comparison_table(tiny_lm, adapter, 
     assert "Macro-F1" in proc.stdout and "eval → " in proc.stdout
     failed = koquality("eval", tiny_lm, "--output", tmp_path / "x.json", "--tasks", "mmlu", check=False)
     assert failed.returncode == 2 and "--tasks mmlu: not a KoBEST task" in failed.stderr and "Traceback" not in failed.stderr
+
+
+def test_a_model_that_cannot_be_loaded_is_one_line(tmp_path, monkeypatch):
+    from conftest import koquality
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # the subprocesses inherit it: no hub, no waiting on retries
+
+    proc = koquality("eval", tmp_path / "nothing-here", "--output", tmp_path / "x.json", "--kobest-dir", FIXTURE, check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "no such model directory" in proc.stderr
+    proc = koquality("eval", "no-such-org/no-such-model", "--output", tmp_path / "x.json", "--kobest-dir", FIXTURE,
+                     check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "no-such-org/no-such-model: cannot load the model's config" in proc.stderr
+    assert not (tmp_path / "x.json").exists()

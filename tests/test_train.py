@@ -6,13 +6,14 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from conftest import koquality  # noqa: E402
+from conftest import SHARED_DATA, koquality  # noqa: E402
 from tiny_models import build_causal_lm  # noqa: E402
 
 from koquality.errors import KoqualityError  # noqa: E402
@@ -211,13 +212,14 @@ def _recipe_with_training(tmp_path, tiny_lm, **train):
     data = load("demo").model_dump(mode="json", exclude={"train", "eval"})
     data["train"] = {"model": str(tiny_lm), "block_size": 64, "grad_accum": 1, "max_steps": 4, "lr": 1e-3, **train}
     data["eval"] = {"tasks": ["boolq", "copa"], "limit": 4, "device": "cpu", "baseline": True,
-                    "kobest_dir": str(FIXTURE_KOBEST)}
+                    "kobest_dir": str(KOBEST)}
     path = tmp_path / "recipe.yaml"
     path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
     return path
 
 
-FIXTURE_KOBEST = __import__("pathlib").Path(__file__).parent / "fixtures" / "kobest"
+# the real KoBEST release when it is beside the repository, else our own small fixture in the same layout
+KOBEST = SHARED_DATA / "kobest" if (SHARED_DATA / "kobest").is_dir() else Path(__file__).parent / "fixtures" / "kobest"
 
 
 def test_run_chains_curation_training_and_evaluation(tiny_lm, tmp_path):
@@ -231,6 +233,14 @@ def test_run_chains_curation_training_and_evaluation(tiny_lm, tmp_path):
     assert set(manifest["eval"]) == {"base", "fine-tuned"}
     table = (out / "eval" / "kobest.md").read_text(encoding="utf-8")
     assert str(tiny_lm) in table and "BoolQ" in table and "COPA" in table
+    for name in ("base", "fine-tuned"):  # the reloaded model, evaluated on the first 4 examples of each task
+        result = json.loads((out / "eval" / f"{name}.json").read_text(encoding="utf-8"))
+        assert {t: s["n"] for t, s in result["scores"].items()} == {"kobest_boolq": 4, "kobest_copa": 4}
+        assert result["kobest"]["dir"] == str(KOBEST.resolve())
+    assert json.loads((out / "eval" / "fine-tuned.json").read_text())["pretrained"] == str((out / "model").resolve())
+    koquality("report", out)
+    page = (out / "report.html").read_text(encoding="utf-8")
+    assert "alt='training_loss'" in page and "<h2>KoBEST</h2>" in page and "train loss: first" in page
     trained = (out / "model" / "model.safetensors").stat().st_mtime_ns
 
     again = koquality("run", "--recipe", recipe, "--output", out, "--no-report")  # nothing changed: all reused
@@ -268,3 +278,22 @@ def test_recipe_training_sections_are_validated(tmp_path):
             paper.train.epochs, paper.train.processes) == ("EleutherAI/polyglot-ko-5.8b", 5e-5, 1024, 256, 2, 4)
     assert paper.eval.num_fewshot == 0 and paper.eval.baseline and len(paper.eval.tasks) == 5
     assert paper.model_dump(exclude={"name", "train", "eval"}) == load_recipe("paper").model_dump(exclude={"name", "train", "eval"})
+
+
+def test_train_settings_from_a_recipe_or_json(tmp_path):
+    from importlib import resources
+
+    from koquality.train import load_train_config
+
+    recipe = Path(str(resources.files("koquality") / "recipes" / "paper-train.yaml"))
+    config = train_config("paper", base=load_train_config(recipe), lr=1e-4)  # an option overrides the file
+    assert (config.model, config.deepspeed, config.processes, config.global_batch_size, config.lr) == \
+        ("EleutherAI/polyglot-ko-5.8b", "zero3", 4, 256, 1e-4)
+    (tmp_path / "train.json").write_text(json.dumps(config.model_dump()), encoding="utf-8")
+    assert train_config("paper", base=load_train_config(tmp_path / "train.json")) == config
+    assert train_config("paper", base=load_train_config(tmp_path / "train.json"), grad_accum=2).global_batch_size is None
+    with pytest.raises(KoqualityError, match="the recipe has no train: section"):
+        load_train_config(Path(str(resources.files("koquality") / "recipes" / "demo.yaml")))
+    (tmp_path / "bad.json").write_text("[1]", encoding="utf-8")
+    with pytest.raises(KoqualityError, match="expected a JSON object of train settings"):
+        load_train_config(tmp_path / "bad.json")

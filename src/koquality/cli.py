@@ -6,7 +6,6 @@ the user's input print one line, `koquality: …`, and exit with code 2.
 
 from __future__ import annotations
 
-import os
 import sys
 from collections import Counter
 from pathlib import Path
@@ -63,11 +62,7 @@ def run(recipe: str = typer.Option("demo", help="demo, paper, or a recipe .yaml 
     if report:
         rows += [("report", str(result.run_dir / "report.html"))]
     if "train" in result.manifest:
-        t = result.manifest["train"]
-        rows += [("model", str(result.run_dir / "model")), ("train steps", t["steps"]),
-                 ("train loss: first → last", f"{t['first_loss']:.4f} → {t['final_loss']:.4f}")]
-    for name, average in result.manifest.get("eval", {}).items():
-        rows += [(f"KoBEST {name}: mean acc / macro-F1", f"{average['acc']:.4f} / {average['f1']:.4f}")]
+        rows += [("model", str(result.run_dir / "model"))]
     if "eval" in result.manifest:
         rows += [("KoBEST table", str(result.run_dir / result.manifest["files"]["eval"]))]
     _summary(f"koquality run: {loaded.name} → {result.run_dir}", rows)
@@ -310,7 +305,7 @@ def train(selection: str = typer.Argument(..., help="a run directory, a selectio
           resume: bool = typer.Option(False, help="continue from the last checkpoint in OUTPUT"),
           force: bool = typer.Option(False, help="replace a training run already in OUTPUT")):
     """Fine-tune a causal LM on a selection (the paper's recipe by default). Multi-GPU: torchrun --nproc_per_node N -m koquality train …"""
-    from .train import load_train_config, train as train_model, train_config
+    from .train import is_main_process, load_train_config, train as train_model, train_config
 
     config = train_config(preset, base=load_train_config(config) if config else None, model=model, max_steps=max_steps, epochs=epochs, lr=lr, block_size=block_size,
                           packing=packing, eos=eos, batch_size=batch_size, global_batch_size=global_batch_size,
@@ -318,7 +313,7 @@ def train(selection: str = typer.Argument(..., help="a run directory, a selectio
                           lora=lora, lora_r=lora_r, deepspeed=deepspeed, save_steps=save_steps, seed=seed,
                           revision=revision, trust_remote_code=trust_remote_code or None)
     summary = train_model(selection, output, config, resume=resume, force=force, template=template)
-    if int(os.environ.get("RANK", "0")) == 0:
+    if is_main_process():
         _summary(f"train → {output}", [("texts", summary["data"]["texts"]), ("tokens", summary["data"]["tokens"]),
                                        ("sequences", summary["data"]["sequences"]), ("steps", summary["steps"]),
                                        ("global batch", summary["resolved"]["global_batch_size"]),

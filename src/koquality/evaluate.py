@@ -260,6 +260,18 @@ def _model_args(model: str, dtype: str, revision: str | None, trust_remote_code:
     return args
 
 
+def _check_loadable(model_args: dict[str, Any]) -> None:
+    """The model's config, fetched before lm-eval starts: a name that cannot be loaded (a typo, no hub) is a
+    one-line error rather than a traceback from deep inside lm-eval."""
+    from transformers import AutoConfig
+
+    try:
+        AutoConfig.from_pretrained(model_args["pretrained"], revision=model_args.get("revision"),
+                                   trust_remote_code=model_args["trust_remote_code"])
+    except (OSError, ValueError) as e:
+        raise KoqualityError(f"{model_args['pretrained']}: cannot load the model's config ({str(e).splitlines()[0]})") from None
+
+
 def _limit(limit: float | None) -> int | float | None:
     """A count of examples as an int (a CLI float option gives 8.0), a share (below 1) as a float."""
     if limit is None:
@@ -288,6 +300,7 @@ def lm_eval_args(model: str, tasks: str | Iterable[str] | None = None, num_fewsh
     device = resolve_device(torch, device)
     dtype_name = str(resolve_dtype(torch, dtype, device)).removeprefix("torch.")
     model_args = _model_args(model, dtype_name, revision, trust_remote_code)
+    _check_loadable(model_args)
     if kobest_dir is not None:
         if task_dir is None:
             raise KoqualityError("offline KoBEST needs a task_dir to write its task files to")

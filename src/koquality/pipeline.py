@@ -336,6 +336,10 @@ def run(recipe: Recipe, run_dir: str | Path, force: bool = False, report: bool =
             manifest.update(trained)
             manifest["stages"] = stages.records
             write_json(manifest, run_dir / "manifest.json")
+            if report:  # again, now with the loss curve and the KoBEST table
+                from .report import write_report
+
+                write_report(run_dir)
     return RunResult(run_dir, manifest, selection)
 
 

@@ -5,7 +5,8 @@ perplexity per source and what the selection kept, the length distribution with 
 boundaries, cluster sizes, a 2-D map of the embeddings (PCA; UMAP when installed) with the selected rows
 highlighted, selected vs all, heatmaps over (L, K) for a sweep, and example rows — the lowest- and
 highest-perplexity instructions of each source and a few rows per cluster, so a person can see what
-"high perplexity" means in this corpus.
+"high perplexity" means in this corpus. When the run trained and evaluated a model: the training loss curve
+and the KoBEST table.
 """
 
 from __future__ import annotations
@@ -179,6 +180,41 @@ def fig_selected_vs_all(corpus: pa.Table, selected: np.ndarray):
     return fig
 
 
+def fig_training_loss(log: list[dict[str, Any]]):
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(9, 3.2))
+    steps = [r["step"] for r in log]
+    ax.plot(steps, [r["loss"] for r in log], color=COLORS[0], marker="." if len(log) < 60 else None)
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("training loss", color=COLORS[0])
+    if all("learning_rate" in r for r in log):
+        lr = ax.twinx()
+        lr.plot(steps, [r["learning_rate"] for r in log], color=COLORS[1], linewidth=1)
+        lr.set_ylabel("learning rate", color=COLORS[1])
+        lr.spines["right"].set_visible(True)
+    return fig
+
+
+def _kobest_table(run_dir: Path) -> str:
+    from .evaluate import LABELS, TASKS, load_results
+
+    results = [load_results(p) for p in sorted((run_dir / "eval").glob("*.json"))]
+    header = "".join(f"<th>{LABELS[t]}</th>" for t in TASKS)
+    rows = ""
+    for r in results:
+        name = html.escape(str(r.get("label") or r["model"]))
+        for metric, title in (("f1", "macro-F1"), ("acc", "accuracy")):
+            cells = "".join(f"<td>{100 * r['scores'][t][metric]:.2f}</td>" if r["scores"].get(t, {}).get(metric) is not None
+                            else "<td>–</td>" for t in TASKS)
+            average = r["average"].get(metric)
+            rows += (f"<tr><td>{name}</td><td>{title}</td>{cells}"
+                     f"<td>{'–' if average is None else f'{100 * average:.2f}'}</td></tr>")
+    limits = {r.get("limit") for r in results} - {None}
+    note = (f"<p class='muted'>Zero-shot KoBEST test splits, lm-evaluation-harness; ×100. "
+            f"{'Limited to the first ' + ', '.join(map(str, limits)) + ' examples per task: not comparable with full runs.' if limits else ''}</p>")
+    return f"<table><tr><th>model</th><th>metric</th>{header}<th>avg</th></tr>{rows}</table>{note}"
+
+
 def read_sweep(path: Path) -> list[dict[str, Any]]:
     with open(path, encoding="utf-8", newline="") as f:
         return list(csv.DictReader(f))
@@ -288,6 +324,11 @@ def summary_rows(manifest: dict[str, Any]) -> list[tuple[str, Any]]:
     if "sweep" in manifest["stages"]:
         rows += [("selections in sweep", manifest["stages"]["sweep"]["selections"])]
     rows += [(f"{stage} (s)", f"{info['seconds']:.2f}") for stage, info in manifest["stages"].items() if "seconds" in info]
+    if "train" in manifest:
+        t = manifest["train"]
+        rows += [("train steps", t["steps"]), ("train loss: first → last", f"{t['first_loss']:.4f} → {t['final_loss']:.4f}")]
+    for name, average in manifest.get("eval", {}).items():
+        rows += [(f"KoBEST {name}: mean acc / macro-F1", f"{average['acc']:.4f} / {average['f1']:.4f}")]
     return rows
 
 
@@ -318,6 +359,11 @@ def write_report(run_dir: str | Path) -> Path:
         images["sweep_rows"] = fig_sweep(sweep_rows, "rows", "selected rows over (L, K)")
         images["sweep_mean_ppl"] = fig_sweep(sweep_rows, "mean_ppl", "mean perplexity of the selection (log colour scale)", log=True)
         images["sweep_source_share"] = fig_sweep(sweep_rows, f"share_{top}", f"share of source '{top}' in the selection")
+    loss_log = run_dir / "model" / "loss.jsonl"
+    if "train" in manifest and loss_log.exists():
+        from .train import read_loss_log
+
+        images["training_loss"] = fig_training_loss(read_loss_log(run_dir / "model"))
     encoded = {name: _save(fig, name, figures_dir) for name, fig in images.items()}
     captions = {
         "perplexity_by_source": "Perplexity of each instruction per source (filled: all rows; line: what the selection kept).",
@@ -328,6 +374,7 @@ def write_report(run_dir: str | Path) -> Path:
         "sweep_rows": "Sweep: selected rows for each (L, K), per method and ratio.",
         "sweep_mean_ppl": "Sweep: mean perplexity of each selection.",
         "sweep_source_share": "Sweep: share of the largest source in each selection.",
+        "training_loss": "Training loss of the model fine-tuned on the selection, per optimizer step (and the learning rate).",
     }
     summary = "".join(f"<tr><td>{html.escape(k).replace('  ', '&nbsp;&nbsp;&nbsp;&nbsp;')}</td>"
                       f"<td>{f'{v:,}' if isinstance(v, int) else html.escape(str(v))}</td></tr>" for k, v in summary_rows(manifest))
@@ -339,6 +386,7 @@ def write_report(run_dir: str | Path) -> Path:
             f"<h1>koquality report: {html.escape(manifest['name'])}</h1>"
             f"<p class='muted'>{html.escape(str(run_dir))} · selection {html.escape(manifest['files']['selection'])}</p>"
             f"<h2>Summary</h2><table class='summary'>{summary}</table>{figures}"
+            f"{'<h2>KoBEST</h2>' + _kobest_table(run_dir) if 'eval' in manifest else ''}"
             f"<h2>Example rows</h2>{_examples(corpus, data['corpus_path'], clusters)}</body></html>")
     path = run_dir / "report.html"
     with atomic_path(path) as tmp:

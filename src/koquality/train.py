@@ -1,7 +1,7 @@
 """Stage 7 — train: causal-LM fine-tuning on a selection's training text.
 
-Reads a run directory (its exported training text), a table with a `text` column, a selection with
-`instruction`/`output` (rendered with the paper's template first) or a `datasets` directory; writes a model
+Reads a run directory (its selection, rendered with the run's template), a table with a `text` column, a
+selection with `instruction`/`output` (rendered with the paper's template) or a `datasets` directory; writes a model
 directory that `from_pretrained` and `koquality eval` load: weights (or a LoRA adapter), tokenizer,
 `koquality-train.json` (the resolved configuration, data and step counts, versions) and `loss.jsonl` (one
 line per logged step), plus `checkpoint-N/` folders that `--resume` continues from.
@@ -30,8 +30,8 @@ from pydantic import ValidationError
 
 from . import __version__, progress
 from .errors import KoqualityError, missing_extra
-from .recipe import TrainConfig
 from .pipeline import versions
+from .recipe import TrainConfig
 from .tables import as_table, read_table, write_json
 
 CONFIG_FILE = "koquality-train.json"
@@ -204,7 +204,12 @@ def _loss_log_callback(path: Path):
     return LossLog()
 
 
-def _check_output(output: Path, config: TrainConfig, resume: bool, force: bool) -> None:
+def is_main_process() -> bool:
+    """Rank 0 under torchrun/accelerate (before the Trainer has set up distributed state), or a plain run."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def _check_output(output: Path, resume: bool, force: bool) -> None:
     existing = output / CONFIG_FILE
     checkpoints = sorted(output.glob("checkpoint-*")) if output.is_dir() else []
     if resume:
@@ -213,13 +218,13 @@ def _check_output(output: Path, config: TrainConfig, resume: bool, force: bool) 
         return
     if (existing.exists() or checkpoints) and not force:
         raise KoqualityError(f"{output} already holds a training run; use --resume to continue it or --force to start over")
-    if force:
-        for stale in [existing, output / LOSS_FILE]:
-            stale.unlink(missing_ok=True)
+    if force and is_main_process():
         import shutil
 
+        for stale in [existing, output / LOSS_FILE]:
+            stale.unlink(missing_ok=True)
         for checkpoint in checkpoints:
-            shutil.rmtree(checkpoint)
+            shutil.rmtree(checkpoint, ignore_errors=True)
 
 
 def train(source: str | Path, output: str | Path, config: TrainConfig, resume: bool = False, force: bool = False,
@@ -233,7 +238,7 @@ def train(source: str | Path, output: str | Path, config: TrainConfig, resume: b
     except ImportError:
         raise missing_extra("koquality train", "train") from None
     output = Path(output)
-    _check_output(output, config, resume, force)
+    _check_output(output, resume, force)
     texts, template = training_texts(source, template)
     hf_logging.disable_progress_bar()  # koquality's own bar is the one shown
     try:
@@ -296,7 +301,7 @@ def _train(torch, texts, template, source, output: Path, config: TrainConfig, re
     trainer = Trainer(model=model, args=args, train_dataset=features, data_collator=collator, processing_class=tokenizer,
                       callbacks=[_progress_callback(), _loss_log_callback(output / LOSS_FILE), *callbacks])
     trainer.remove_callback(PrinterCallback)  # koquality's bar and loss.jsonl say it; no dicts on stdout
-    if not resume:
+    if not resume and is_main_process():
         (output / LOSS_FILE).unlink(missing_ok=True)
     result = trainer.train(resume_from_checkpoint=checkpoint)
     trainer.save_model(str(output))  # the adapter alone with --lora; DeepSpeed gathers ZeRO-3 shards here
