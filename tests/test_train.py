@@ -200,6 +200,8 @@ def test_training_errors_are_one_line(tiny_lm, demo_run, tmp_path):
                                                         "--block-size", 64, "--grad-accum", 1)
     assert "cannot load a tokenizer" in fails(demo_run, "--model", tmp_path / "missing", "--output", tmp_path / "f")
     assert "--preset big: expected one of paper, lora" in fails(demo_run, "--model", tiny_lm, "--output", tmp_path / "g", "--preset", "big")
+    run_eval = koquality("run", "--eval", "--output", tmp_path / "i", check=False)
+    assert run_eval.returncode == 2 and "--eval evaluates the model that --train fine-tunes" in run_eval.stderr
     (tmp_path / "rows.jsonl").write_text('{"question": "가"}\n', encoding="utf-8")
     assert "no `text` column and no `instruction`/`output` columns" in fails(tmp_path / "rows.jsonl", "--model", tiny_lm, "--output", tmp_path / "h")
 

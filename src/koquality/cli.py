@@ -46,6 +46,8 @@ def run(recipe: str = typer.Option("demo", help="demo, paper, or a recipe .yaml 
     from .recipe import load_recipe, parse_recipe
 
     loaded = load_recipe(recipe)
+    if (eval or kobest_dir or limit) and not train and loaded.train is None:
+        raise KoqualityError("--eval evaluates the model that --train fine-tunes: add --train MODEL (hub id or path)")
     if train or eval or kobest_dir or limit:
         data = loaded.model_dump()
         if train:
