@@ -74,6 +74,23 @@ def test_training_text_is_the_papers_template(demo_run):
     assert len(texts) == len(selection)
 
 
+def test_training_text_from_files_and_saved_datasets(demo_run, tmp_path):
+    from koquality.export import export
+    from koquality.tables import read_table
+
+    texts, _ = training_texts(demo_run)
+    manifest = json.loads((demo_run / "manifest.json").read_text())
+    selection = read_table(demo_run / manifest["files"]["selection"])
+    export(selection, tmp_path / "hf")  # a `datasets` directory with a text column
+    export(selection, tmp_path / "chat.parquet", template="chat")
+    assert training_texts(tmp_path / "hf") == (texts, None)  # its own text column, as given
+    assert training_texts(demo_run / manifest["files"]["export"]) == (texts, None)
+    assert training_texts(tmp_path / "chat.parquet")[0][0].startswith("### 사용자:\n")
+    assert training_texts(demo_run / manifest["files"]["selection"], template="chat")[0] == training_texts(tmp_path / "chat.parquet")[0]
+    with pytest.raises(KoqualityError, match="neither a koquality run nor a saved `datasets` dataset"):
+        training_texts(tmp_path)
+
+
 def test_blocks_are_run_clm_group_texts():
     rows = [[1, 2, 3], [4, 5], [6, 7, 8, 9], [10]]
     assert token_blocks(rows, 4) == [[1, 2, 3, 4], [5, 6, 7, 8]]  # 10 tokens → 2 blocks, remainder dropped

@@ -330,7 +330,8 @@ def eval_(model: str = typer.Argument(..., help="a model directory (koquality tr
           tasks: str = typer.Option("boolq,copa,hellaswag,sentineg,wic", help="KoBEST tasks, comma-separated"),
           num_fewshot: int = typer.Option(0, help="the paper: 0 (zero-shot)"),
           limit: Optional[float] = typer.Option(None, help="examples per task (a share when < 1); smoke runs only"),
-          batch_size: int = typer.Option(8), device: str = typer.Option("auto", help="auto, cpu or cuda"),
+          batch_size: str = typer.Option("8", help="examples per forward pass, or auto (lm-eval finds the largest that fits)"),
+          device: str = typer.Option("auto", help="auto, cpu or cuda"),
           dtype: str = typer.Option("auto", help="auto (bf16 on GPU, fp32 on CPU), float32, bfloat16, float16"),
           kobest_dir: Optional[Path] = typer.Option(None, help="the KoBEST TSV folder (offline; default: skt/kobest_v1 from the hub)"),
           revision: Optional[str] = typer.Option(None), trust_remote_code: bool = typer.Option(False),
@@ -338,8 +339,10 @@ def eval_(model: str = typer.Argument(..., help="a model directory (koquality tr
     """Zero-shot KoBEST (BoolQ, COPA, HellaSwag, SentiNeg, WiC) with lm-evaluation-harness; accuracy and macro-F1."""
     from .evaluate import evaluate, load_results, markdown_table
 
+    if batch_size != "auto" and not batch_size.isdigit():
+        raise KoqualityError(f"--batch-size {batch_size}: expected a number or auto")
     results = evaluate(model, output, tasks=[t.strip() for t in tasks.split(",") if t.strip()], num_fewshot=num_fewshot,
-                       limit=limit, batch_size=batch_size, device=device, dtype=dtype, kobest_dir=kobest_dir,
+                       limit=limit, batch_size=batch_size if batch_size == "auto" else int(batch_size), device=device, dtype=dtype, kobest_dir=kobest_dir,
                        revision=revision, trust_remote_code=trust_remote_code)
     table = markdown_table([load_results(p) for p in compare or []] + [results])
     if compare:

@@ -147,7 +147,7 @@ class EvalConfig(Section):
     tasks: list[str] = Field(default_factory=lambda: ["boolq", "copa", "hellaswag", "sentineg", "wic"])
     num_fewshot: int = Field(0, ge=0)
     limit: float | None = Field(None, gt=0)  # per task: a count, or a share when < 1 (for smoke runs only)
-    batch_size: int = Field(8, ge=1)
+    batch_size: int | Literal["auto"] = 8  # auto: lm-eval finds the largest batch that fits
     device: str = "auto"
     dtype: str = "auto"
     kobest_dir: str | None = None  # the KoBEST TSV release, for machines without the hub

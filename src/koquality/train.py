@@ -275,6 +275,9 @@ def _train(torch, texts, template, source, output: Path, config: TrainConfig, re
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         collator = pad_batch(pad_id if pad_id is not None else 0)
 
+    # before the model: under DeepSpeed ZeRO-3 the arguments switch on partitioned loading (zero.Init), so no
+    # process ever holds the whole fp32 model
+    args, resolved = training_arguments(torch, config, output)
     checkpoint = get_last_checkpoint(str(output)) if resume else None
     # transformers 5 renames some weights on load (GPT-NeoX embed_out → lm_head) but the Trainer's resume
     # loads a checkpoint's tensors by name, so a full-weight model is loaded from the checkpoint here and the
@@ -296,7 +299,6 @@ def _train(torch, texts, template, source, output: Path, config: TrainConfig, re
         model = get_peft_model(model, LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
                                                  target_modules=config.lora_target, task_type="CAUSAL_LM"))
 
-    args, resolved = training_arguments(torch, config, output)
     output.mkdir(parents=True, exist_ok=True)
     trainer = Trainer(model=model, args=args, train_dataset=features, data_collator=collator, processing_class=tokenizer,
                       callbacks=[_progress_callback(), _loss_log_callback(output / LOSS_FILE), *callbacks])
