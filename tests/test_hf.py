@@ -184,3 +184,21 @@ def test_torch_kmeans_matches_sklearn_inertia():
     ref = KMeans(10, n_init=10, random_state=0).fit(x)
     assert ours.inertia <= ref.inertia_ * 1.01
     assert len(np.unique(ours.labels)) == 10
+
+
+def test_sharded_vectors_are_gathered_in_corpus_order_without_stale_rows(encoder_path, texts, tmp_path):
+    """Shards hold rows in the order they were encoded (and rows of an earlier, larger corpus); the gathered
+    .npy must be exactly the current corpus's rows, in its order."""
+    from koquality.pipeline import _sharded_vectors
+
+    recipe = parse_recipe({"sources": [{"path": "x.jsonl"}],
+                           "embed": {"encoder": "hf", "model": str(encoder_path), "device": "cpu", "shard_rows": 7}})
+    wide = pa.table({"id": [f"r{i}" for i in range(30)], "instruction": texts[:30]})
+    assert _sharded_vectors(wide, recipe, tmp_path / "shards", tmp_path / "wide.npy") == 30
+    assert len(list((tmp_path / "shards").glob("shard-*.npz"))) == 5
+    narrow = wide.take([29, 3, 17, 0, 8])
+    narrow = pa.concat_tables([narrow, pa.table({"id": ["new"], "instruction": [texts[35]]})])
+    assert _sharded_vectors(narrow, recipe, tmp_path / "shards", tmp_path / "narrow.npy") == 1  # only "new"
+    expected = make_encoder("hf", model=str(encoder_path), device="cpu").encode(narrow.column("instruction").to_pylist())
+    np.testing.assert_allclose(np.load(tmp_path / "narrow.npy"), expected, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(np.load(tmp_path / "wide.npy")[[29, 3, 17, 0, 8]], expected[:5], rtol=1e-4, atol=1e-5)

@@ -41,7 +41,7 @@ from .ingest import DROPPED_SCHEMA, SourceSpec, ingest_to_parquet
 from .recipe import Recipe, fingerprint
 from .sampling import sample
 from .scoring import score, scorer_for
-from .tables import VectorFile, VectorWriter, atomic_path, read_table, save_vectors, write_json, write_table
+from .tables import VectorFile, VectorWriter, atomic_path, read_table, write_json, write_table
 
 log = logging.getLogger("koquality")
 EXPORT_SUFFIX = {"jsonl": ".jsonl", "parquet": ".parquet", "csv": ".csv", "hf": "", "text": ".txt"}
@@ -164,21 +164,21 @@ def vectors_cached(corpus: pa.Table, recipe: Recipe, run_dir: Path, stages: Stag
                 advance(len(batch))
         stages.note("embed", embedded=corpus.num_rows)
     else:
-        vectors, embedded = _sharded_vectors(corpus, recipe, path.with_suffix(""))
-        save_vectors(vectors, path)
-        stages.note("embed", embedded=embedded)
+        stages.note("embed", embedded=_sharded_vectors(corpus, recipe, path.with_suffix(""), path))
     stages.note("embed", cache=str(path.relative_to(run_dir)), from_cache=False)
     return VectorFile(path), path
 
 
-def _sharded_vectors(corpus: pa.Table, recipe: Recipe, directory: Path) -> tuple[np.ndarray, int]:
+def _sharded_vectors(corpus: pa.Table, recipe: Recipe, directory: Path, path: Path) -> int:
+    """Encode the rows no shard holds yet into new shards, then gather every shard into `path` in corpus
+    order, row by row: at no point are all vectors in memory. Returns how many rows were encoded."""
     directory.mkdir(parents=True, exist_ok=True)
-    found: dict[str, np.ndarray] = {}
+    ids = corpus.column("id").to_pylist()
+    done: set[str] = set()
     for shard in sorted(directory.glob("shard-*.npz")):
         with np.load(shard, allow_pickle=False) as data:
-            found.update(zip(data["ids"].tolist(), data["vectors"]))
-    ids = corpus.column("id").to_pylist()
-    missing = [i for i, rid in enumerate(ids) if rid not in found]
+            done.update(data["ids"].tolist())
+    missing = [i for i, rid in enumerate(ids) if rid not in done]
     if missing:
         encoder = encoder_for(recipe.embed.encoder, recipe.embed.model_dump())
         texts = corpus.column(recipe.embed.field).to_pylist()
@@ -187,13 +187,22 @@ def _sharded_vectors(corpus: pa.Table, recipe: Recipe, directory: Path) -> tuple
             for start in range(0, len(missing), size):
                 rows = missing[start:start + size]
                 vectors = np.ascontiguousarray(encoder.encode([texts[i] for i in rows]), dtype=np.float32)
-                shard_ids = np.array([ids[i] for i in rows])
                 with atomic_path(directory / f"shard-{_next_shard(directory):05d}.npz") as tmp:
                     with open(tmp, "wb") as f:
-                        np.savez(f, ids=shard_ids, vectors=vectors)
-                found.update(zip(shard_ids.tolist(), vectors))
+                        np.savez(f, ids=np.array([ids[i] for i in rows]), vectors=vectors)
                 advance(len(rows))
-    return np.stack([found[rid] for rid in ids]).astype(np.float32), len(missing)
+    position = {rid: i for i, rid in enumerate(ids)}
+    shards = sorted(directory.glob("shard-*.npz"))
+    with np.load(shards[0], allow_pickle=False) as data:
+        dims = data["vectors"].shape[1]
+    with VectorWriter(path, len(ids), dims) as writer:
+        for shard in shards:  # shards may also hold rows of an earlier, larger corpus: those are skipped
+            with np.load(shard, allow_pickle=False) as data:
+                rows = [(j, position.pop(rid)) for j, rid in enumerate(data["ids"].tolist()) if rid in position]
+                if rows:
+                    keep, at = zip(*rows)
+                    writer.write_at(np.array(at), data["vectors"][list(keep)])
+    return len(missing)
 
 
 @contextlib.contextmanager

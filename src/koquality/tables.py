@@ -183,11 +183,24 @@ class VectorWriter:
         self._file = open(self._atomic.__enter__(), "wb")
         np.lib.format.write_array_header_1_0(self._file, {"descr": np.lib.format.dtype_to_descr(self.dtype),
                                                           "fortran_order": False, "shape": (self.rows, self.dims)})
+        self._offset = self._file.tell()
         return self
 
     def write(self, batch: np.ndarray) -> None:
+        """The next rows, in order."""
         self._file.write(np.ascontiguousarray(batch, dtype=self.dtype).tobytes())
         self.written += len(batch)
+
+    def write_at(self, positions: np.ndarray, batch: np.ndarray) -> None:
+        """Rows that arrive out of order (cached shards), each at its own position; every position once.
+        Not to be mixed with `write`."""
+        data = np.ascontiguousarray(batch, dtype=self.dtype)
+        row_bytes = self.dims * self.dtype.itemsize
+        order = np.argsort(positions, kind="stable")
+        for position, row in zip(np.asarray(positions)[order], data[order]):
+            self._file.seek(self._offset + int(position) * row_bytes)
+            self._file.write(row.tobytes())
+        self.written += len(data)
 
     def __exit__(self, exc_type, exc, tb) -> None:
         self._file.close()
