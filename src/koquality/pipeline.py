@@ -457,14 +457,22 @@ def _write_corpus(ingested_path: Path, ppl: pa.ChunkedArray, n_tokens: pa.Chunke
     return pa.concat_tables([DROPPED_SCHEMA.empty_table(), *unscorable]), kept
 
 
-def _full_rows(corpus_path: Path, chosen: pa.Table, batch_rows: int = 65536) -> pa.Table:
-    """The selected rows with every corpus column, in the selection's order, read by streaming the corpus."""
-    ids = chosen.column("id")
+def corpus_rows(corpus_path: Path, ids: pa.Array | pa.ChunkedArray, batch_rows: int = 65536) -> pa.Table:
+    """The corpus rows whose id is in `ids`, every column, read by streaming the corpus (never whole)."""
     found = [pa.Table.from_batches([b]).filter(pc.is_in(b.column("id"), value_set=ids))
              for b in pq.ParquetFile(corpus_path).iter_batches(batch_size=batch_rows)]
-    rows = pa.concat_tables(found) if found else pq.read_schema(corpus_path).empty_table()
+    return pa.concat_tables(found) if found else pq.read_schema(corpus_path).empty_table()
+
+
+def selection_rows(rows: pa.Table, chosen: pa.Table) -> pa.Table:
+    """`chosen` (id, len_group, cluster, in selection order) with every corpus column taken from `rows`."""
+    ids = chosen.column("id")
     rows = rows.take(pc.index_in(ids, value_set=rows.column("id")))
     return rows.append_column("len_group", chosen.column("len_group")).append_column("cluster", chosen.column("cluster"))
+
+
+def _full_rows(corpus_path: Path, chosen: pa.Table) -> pa.Table:
+    return selection_rows(corpus_rows(corpus_path, chosen.column("id")), chosen)
 
 
 def _unscorable_rows(rows: pa.Table, recipe: Recipe) -> pa.Table:

@@ -3,7 +3,8 @@
 The paper compared L ∈ {1, 5, 10, 20} length groups, K ∈ {1, 10, 20, 50, 100} clusters, methods rand /
 ppl / ppl_h and ratios N ∈ {0.1, 0.05, 0.01}: 180 selections. Scoring and embedding happen once (and come
 from the run directory's caches when they can), clustering once per (L, K), and every selection is written
-as `selections/len{L}_k{K}_m{M}_n{N}.jsonl`. `sweep.csv` summarises each selection in one row.
+as `selections/len{L}_k{K}_m{M}_n{N}.jsonl` (the texts fetched by one streaming pass over the corpus per
+(L, K), so memory follows the selections, not the corpus). `sweep.csv` summarises each selection in one row.
 """
 
 from __future__ import annotations
@@ -18,9 +19,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
-from .pipeline import cluster_into, finish_run, log, started_run
+from .pipeline import cluster_into, corpus_rows, finish_run, log, selection_rows, started_run
 from .recipe import Recipe
 from .sampling import METHODS, sample
 from .tables import atomic_path, write_table
@@ -63,7 +63,6 @@ def sweep(recipe: Recipe, run_dir: str | Path, len_groups: list[int] | None = No
             "method": method or PAPER_GRID["method"], "ratio": ratio or PAPER_GRID["ratio"]}
     run_dir = Path(run_dir)
     with started_run(recipe, run_dir, force) as (stages, prepared, started):
-        corpus = pq.read_table(prepared.corpus_path)  # every column, for the selection files
         sources = sorted(set(prepared.corpus.column("source").to_pylist()))
         rows: list[dict[str, Any]] = []
         # The selection the report and summary show: the recipe's own setting, else the paper's final one.
@@ -74,20 +73,21 @@ def sweep(recipe: Recipe, run_dir: str | Path, len_groups: list[int] | None = No
         for L in grid["len_groups"]:
             for K in grid["k"]:
                 clustered, cluster_path = cluster_into(run_dir, prepared, recipe, L, K)
-                for m in grid["method"]:
-                    for n in grid["ratio"]:
-                        chosen = sample(clustered.table, m, n, seed=recipe.seed)
-                        selection = corpus.take(pc.index_in(chosen.column("id"), value_set=corpus.column("id")))
-                        selection = selection.append_column("len_group", chosen.column("len_group"))
-                        selection = selection.append_column("cluster", chosen.column("cluster"))
-                        name = f"len{L}_k{K}_m{m}_n{n:g}"
-                        path = run_dir / "selections" / f"{name}.jsonl"
-                        write_table(selection, path)
-                        rows.append({"len_groups": L, "k": K, "method": m, "ratio": n, **selection_stats(selection, sources),
-                                     "file": str(path.relative_to(run_dir))})
-                        rank = preference.index((L, K, m, n)) if (L, K, m, n) in preference else len(preference)
-                        if shown is None or rank < shown[0]:
-                            shown = (rank, path, cluster_path, clustered.info, selection)
+                chosen_by = {(m, n): sample(clustered.table, m, n, seed=recipe.seed)
+                             for m in grid["method"] for n in grid["ratio"]}
+                # one streaming pass over the corpus per (L, K) fetches the texts of all its selections
+                wanted = pc.unique(pa.chunked_array([c.column("id") for c in chosen_by.values()]).combine_chunks())
+                rows_lk = corpus_rows(prepared.corpus_path, wanted)
+                for (m, n), chosen in chosen_by.items():
+                    selection = selection_rows(rows_lk, chosen)
+                    name = f"len{L}_k{K}_m{m}_n{n:g}"
+                    path = run_dir / "selections" / f"{name}.jsonl"
+                    write_table(selection, path)
+                    rows.append({"len_groups": L, "k": K, "method": m, "ratio": n, **selection_stats(selection, sources),
+                                 "file": str(path.relative_to(run_dir))})
+                    rank = preference.index((L, K, m, n)) if (L, K, m, n) in preference else len(preference)
+                    if shown is None or rank < shown[0]:
+                        shown = (rank, path, cluster_path, clustered.info, selection)
                 log.info("sweep: L=%d K=%d done", L, K)
         stages.note("sweep", seconds=round(time.perf_counter() - start, 3), selections=len(rows))
         with atomic_path(run_dir / "sweep.csv") as tmp, open(tmp, "w", encoding="utf-8", newline="") as f:
