@@ -38,8 +38,9 @@ def main() -> None:
     koquality = [sys.executable, "-m", "koquality"]
     subprocess.run([*koquality, "run", "--recipe", str(recipe), "--output", str(run_dir), "--force", "--no-report"],
                    check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    timer = ["/usr/bin/time", "-f", "%M", "-o", str(work / "maxrss")] if Path("/usr/bin/time").exists() else []
     start = time.perf_counter()
-    subprocess.run([*koquality, "sweep", "--recipe", str(recipe), "--output", str(run_dir)], check=True,
+    subprocess.run([*timer, *koquality, "sweep", "--recipe", str(recipe), "--output", str(run_dir)], check=True,
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wall = time.perf_counter() - start
     manifest = json.loads((run_dir / "manifest.json").read_text(encoding="utf-8"))
@@ -52,6 +53,8 @@ def main() -> None:
         print(f"  {name:<7} {stages[name]['seconds']:8.1f}s{extra}")
     print(f"after scoring and embedding (20 clusterings, 180 selections, sweep.csv, report): {after:.1f}s "
           f"(target < 600 s); whole `koquality sweep` process {wall:.1f}s")
+    if timer:
+        print(f"peak RSS of the `koquality sweep` process: {int((work / 'maxrss').read_text().split()[-1]) / 1e6:.2f} GB")
 
 
 if __name__ == "__main__":
