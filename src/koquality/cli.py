@@ -309,9 +309,9 @@ def train(selection: str = typer.Argument(..., help="a run directory, a selectio
     """Fine-tune a causal LM on a selection (the paper's recipe by default). Multi-GPU: torchrun --nproc_per_node N -m koquality train …"""
     from .train import is_main_process, load_train_config, train as train_model, train_config
 
-    config = train_config(preset, base=load_train_config(config) if config else None, model=model, max_steps=max_steps, epochs=epochs, lr=lr, block_size=block_size,
-                          packing=packing, eos=eos, batch_size=batch_size, global_batch_size=global_batch_size,
-                          grad_accum=grad_accum, precision=precision, gradient_checkpointing=gradient_checkpointing,
+    config = train_config(preset, base=load_train_config(config) if config else None, model=model,
+                          max_steps=max_steps, epochs=epochs, lr=lr, block_size=block_size, packing=packing, eos=eos,
+                          batch_size=batch_size, global_batch_size=global_batch_size, grad_accum=grad_accum, precision=precision, gradient_checkpointing=gradient_checkpointing,
                           lora=lora, lora_r=lora_r, deepspeed=deepspeed, save_steps=save_steps, seed=seed,
                           revision=revision, trust_remote_code=trust_remote_code or None)
     summary = train_model(selection, output, config, resume=resume, force=force, template=template)
@@ -341,10 +341,13 @@ def eval_(model: str = typer.Argument(..., help="a model directory (koquality tr
 
     if batch_size != "auto" and not batch_size.isdigit():
         raise KoqualityError(f"--batch-size {batch_size}: expected a number or auto")
+    earlier = [load_results(p) for p in compare or []]  # checked before a long evaluation, not after
     results = evaluate(model, output, tasks=[t.strip() for t in tasks.split(",") if t.strip()], num_fewshot=num_fewshot,
-                       limit=limit, batch_size=batch_size if batch_size == "auto" else int(batch_size), device=device, dtype=dtype, kobest_dir=kobest_dir,
-                       revision=revision, trust_remote_code=trust_remote_code)
-    table = markdown_table([load_results(p) for p in compare or []] + [results])
+                       limit=limit, batch_size=batch_size if batch_size == "auto" else int(batch_size), device=device,
+                       dtype=dtype, kobest_dir=kobest_dir, revision=revision, trust_remote_code=trust_remote_code)
+    if not results:  # not the main process of a distributed evaluation: that one reports
+        return
+    table = markdown_table(earlier + [results])
     if compare:
         from .tables import atomic_path
 
