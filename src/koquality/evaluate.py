@@ -441,11 +441,22 @@ def _note(result: dict[str, Any]) -> str:
             f"n = {counts}{limit}.")
 
 
-def _label(result: dict[str, Any]) -> str:
+def model_label(result: dict[str, Any]) -> str:
+    """A model's name in tables: the given label, else the model (and the base an adapter sits on)."""
     label = result.get("label") or result.get("model", "?")
     if not result.get("label") and result.get("adapter") and result.get("pretrained"):
         label = f"{label} (adapter on {result['pretrained']})"
-    return str(label).replace("|", "\\|")
+    return str(label)
+
+
+def _label(result: dict[str, Any]) -> str:
+    return model_label(result).replace("|", "\\|")
+
+
+def score_cells(result: dict[str, Any], metric: str) -> list[str]:
+    """One table row's cells for `metric`: ×100 per task in TASKS order, then the average; – where not run."""
+    scores = result.get("scores", {})
+    return [_cell(scores.get(t, {}).get(metric)) for t in TASKS] + [_cell(result.get("average", {}).get(metric))]
 
 
 def markdown_table(results: dict[str, Any] | Iterable[dict[str, Any]]) -> str:
@@ -459,9 +470,7 @@ def markdown_table(results: dict[str, Any] | Iterable[dict[str, Any]]) -> str:
     for metric, title in (("f1", "Macro-F1"), ("acc", "Accuracy")):
         lines += [f"## {title} (×100)", "", header, rule]
         for result in results:
-            scores = result.get("scores", {})
-            cells = [_cell(scores.get(t, {}).get(metric)) for t in TASKS]
-            lines.append(f"| {_label(result)} | " + " | ".join(cells) + f" | {_cell(result.get('average', {}).get(metric))} |")
+            lines.append(f"| {_label(result)} | " + " | ".join(score_cells(result, metric)) + " |")
         lines.append("")
     for note in notes:
         lines += [note, ""]

@@ -196,19 +196,15 @@ def fig_training_loss(log: list[dict[str, Any]]):
 
 
 def _kobest_table(run_dir: Path) -> str:
-    from .evaluate import LABELS, TASKS, load_results
+    from .evaluate import LABELS, TASKS, load_results, model_label, score_cells
 
     results = [load_results(p) for p in sorted((run_dir / "eval").glob("*.json"))]
     header = "".join(f"<th>{LABELS[t]}</th>" for t in TASKS)
     rows = ""
     for r in results:
-        name = html.escape(str(r.get("label") or r["model"]))
         for metric, title in (("f1", "macro-F1"), ("acc", "accuracy")):
-            cells = "".join(f"<td>{100 * r['scores'][t][metric]:.2f}</td>" if r["scores"].get(t, {}).get(metric) is not None
-                            else "<td>–</td>" for t in TASKS)
-            average = r["average"].get(metric)
-            rows += (f"<tr><td>{name}</td><td>{title}</td>{cells}"
-                     f"<td>{'–' if average is None else f'{100 * average:.2f}'}</td></tr>")
+            cells = "".join(f"<td>{cell}</td>" for cell in score_cells(r, metric))
+            rows += f"<tr><td>{html.escape(model_label(r))}</td><td>{title}</td>{cells}</tr>"
     limits = {r.get("limit") for r in results} - {None}
     note = (f"<p class='muted'>Zero-shot KoBEST test splits, lm-evaluation-harness; ×100. "
             f"{'Limited to the first ' + ', '.join(map(str, limits)) + ' examples per task: not comparable with full runs.' if limits else ''}</p>")

@@ -143,13 +143,10 @@ def pad_batch(pad_id: int):
     (not by the pad id, which is EOS for GPT-NeoX and may be a real token)."""
     import torch
 
+    from .torch_utils import right_padded
+
     def collate(features: list[dict[str, list[int]]]) -> dict[str, Any]:
-        width = max(len(f["input_ids"]) for f in features)
-        ids = torch.full((len(features), width), pad_id, dtype=torch.long)
-        mask = torch.zeros((len(features), width), dtype=torch.long)
-        for r, f in enumerate(features):
-            ids[r, :len(f["input_ids"])] = torch.tensor(f["input_ids"])
-            mask[r, :len(f["input_ids"])] = 1
+        ids, mask = right_padded(torch, [f["input_ids"] for f in features], pad_id, "cpu")
         labels = ids.masked_fill(mask == 0, -100)
         return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
