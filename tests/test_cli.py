@@ -74,7 +74,7 @@ def test_stage_commands_chain_like_run(tmp_path):
 
 @pytest.mark.parametrize("args, message", [
     (["ingest", "nope.jsonl", "--output", "o.jsonl"], "koquality: nope.jsonl: no such file"),
-    (["ingest", "notes.txt", "--output", "o.jsonl"], "koquality: notes.txt: unknown format '.txt' (expected one of: .jsonl, .json, .csv, .tsv, .parquet)"),
+    (["ingest", "notes.txt", "--output", "o.jsonl"], "koquality: notes.txt: unknown format '.txt' (expected .jsonl, .json, .csv, .tsv (also as .gz/.bz2/.xz/.zst), .parquet, .arrow, or a datasets save_to_disk directory)"),
     (["score", "in.jsonl", "--output", "o.xlsx"], "koquality: o.xlsx: unknown format '.xlsx' (expected one of: .jsonl, .json, .parquet, .csv)"),
     (["run", "--recipe", "missing.yaml"], "koquality: missing.yaml: no such file"),
 ])

@@ -1,14 +1,22 @@
 """Each hostile input from issue 4, with the exact message a user sees (CLI: one line, exit code 2)."""
 
+import bz2
+import codecs
+import gzip
 import json
+import lzma
+import random
+import re
+from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from conftest import koquality
 
 from koquality.errors import KoqualityError
-from koquality.ingest import SourceSpec, ingest
+from koquality.ingest import SourceSpec, ingest, ingest_to_parquet
 
 
 def ingest_error(path, **kwargs) -> str:
@@ -18,6 +26,7 @@ def ingest_error(path, **kwargs) -> str:
 
 
 def write(tmp_path, name, content: bytes | str):
+    tmp_path.mkdir(parents=True, exist_ok=True)
     path = tmp_path / name
     path.write_bytes(content if isinstance(content, bytes) else content.encode("utf-8"))
     return path
@@ -196,3 +205,227 @@ def test_cli_errors_and_per_source_options(tmp_path):
     assert [(r["source"], r["instruction"], r["output"]) for r in rows] == [("skku", "질문", "답"), ("chat", "하나", "둘")]
     proc = koquality("ingest", "m.jsonl", "--map", "nope:output=label", "--output", "c.jsonl", cwd=tmp_path, check=False)
     assert proc.returncode == 2 and "no source is named 'nope'" in proc.stderr
+
+
+# Issue: hostile input, second round. Each test names the defect it pins down.
+
+def jsonl(rows) -> str:
+    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+
+
+def column(result, name="instruction"):
+    return result.corpus.column(name).to_pylist()
+
+
+@pytest.mark.parametrize("before", [1, 1500])  # `input` first seen inside the detection sample, or after it
+def test_input_field_first_seen_later_is_mapped(tmp_path, before):
+    rows = [{"instruction": f"q{i}", "output": "a"} for i in range(before)]
+    rows.append({"instruction": "q0", "input": "x", "output": "a"})
+    p = write(tmp_path, "a.jsonl", jsonl(rows))
+    result = ingest([str(p)])
+    assert result.dropped.num_rows == 0 and "orig_input" not in result.corpus.column_names
+    assert column(result, "input")[-1] == "x"
+    assert result.mappings == {"a": "instruction=instruction, input=input, output=output"}
+    streamed = ingest_to_parquet([str(p)], tmp_path / "c.parquet", chunk_rows=100)
+    assert streamed.mappings == result.mappings and streamed.dropped.num_rows == 0
+    backwards = ingest([str(write(tmp_path, "b.jsonl", jsonl(rows[::-1])))])
+    assert sorted(zip(column(backwards), column(backwards, "input"))) == sorted(zip(column(result), column(result, "input")))
+
+
+def test_field_after_the_sample_that_changes_the_mapping_is_an_error(tmp_path):
+    rows = [{"question": f"q{i}", "answer": "a"} for i in range(1000)] + [{"question": "q", "answer": "a", "output": "o"}]
+    p = write(tmp_path, "a.jsonl", jsonl(rows))
+    assert ingest_error(p) == (f"{p} line 1001: fields 'output' and 'answer' could each be the output "
+                               "(fields found: question, answer, output); choose one with --map output=FIELD")
+
+
+@pytest.mark.parametrize("name, content, rows, drops", [
+    ("a.tsv", 'Q\tA\n"q1\ta1\nq2\ta2\nq3\ta3\n', ['"q1', "q2", "q3"], []),  # TSV: a quote is text
+    ("b.csv", 'Q,A\n"q1,a1\nq2,a2\nq3,a3\n', ["q2", "q3"], [("line 2", "a quote opened here is never closed")]),
+    ("c.csv", 'Q,A\n"q1,a1\nq2,"a2"x\nq3,a3\n', ["q3"],
+     [("line 2", "a quote opened here closes on line 3 and is followed by text"),
+      ("line 3", "a quote opened here has text after its closing quote")]),
+    ("d.csv", 'Q,A\n"q1,a1\nq2",a2,x\nq3,a3\n', ["q3"],
+     [("line 2", "a quote opened here runs to line 3, making a record of 3 fields"), ("line 3", "3 fields")]),
+    ("e.csv", 'Q,A\r"q1\rstill q1",a1\rq2,a2\r', ["q1\nstill q1", "q2"], []),  # CR-only line ends
+    ("f.csv", 'Q,A\nq\r1,a1\n', ["q\n1"], []),  # a bare CR inside an unquoted field is text
+])
+def test_every_csv_and_tsv_line_is_a_row_or_a_counted_drop(tmp_path, name, content, rows, drops):
+    result = ingest([str(write(tmp_path, name, content))], on_error="skip")
+    assert column(result) == rows
+    assert [(d["location"], d["detail"].split(" (")[0]) for d in result.dropped.to_pylist()] == drops
+
+
+def test_unclosed_quote_names_its_line(tmp_path):
+    p = write(tmp_path, "a.csv", 'Q,A\nq1,a1\n"q2,a2\nq3,a3\n')
+    assert ingest_error(p) == (f'{p} line 3: a quote opened here is never closed (expected a closing quote before the end '
+                               'of the file; write a quote inside a quoted field as ""; if quotes are plain text in this '
+                               'file, read it with quoting none)')
+
+
+def test_quoting_option(tmp_path):
+    tsv = write(tmp_path, "a.tsv", 'Q\tA\n"two\nlines"\ta\n')
+    assert column(ingest([SourceSpec(str(tsv), quoting="quotes")])) == ["two\nlines"]
+    quoted = write(tmp_path, "b.csv", 'Q,A\n"he said "hi"",a\n')
+    assert column(ingest([SourceSpec(str(quoted), quoting="none")])) == ['"he said "hi""']
+    assert ingest_error(quoted, quoting="maybe") == "--quoting maybe: expected one of auto, quotes, none"
+
+
+def test_csv_field_over_the_csv_module_limit_is_dropped_as_too_long(tmp_path):
+    p = write(tmp_path, "a.csv", "Q,A\n" + "가" * 200_000 + ",b\n")
+    assert ingest([str(p)]).dropped.column("reason").to_pylist() == ["too_long"]
+
+
+@pytest.mark.parametrize("encoding, bom, option", [
+    ("utf-16", b"", "utf-8"),  # Python's utf-16 writes a BOM, as Windows "Unicode" export does
+    ("utf-16-le", codecs.BOM_UTF16_LE, "utf-8"),
+    ("utf-16-be", codecs.BOM_UTF16_BE, "utf-8"),
+    ("utf-16-le", b"", "utf-16-le"),
+    ("utf-16-be", b"", "utf-16-be"),
+])
+def test_utf16_files(tmp_path, encoding, bom, option):
+    question = "갊 먹었어?"  # 갊 is U+AC0A: a 0x0a byte that is not a line end
+    files = {"a.csv": f"question,answer\n{question},네\n", "b.jsonl": jsonl([{"instruction": question, "output": "네"}]),
+             "c.json": json.dumps([{"instruction": question, "output": "네"}], ensure_ascii=False)}
+    for name, content in files.items():
+        p = write(tmp_path, name, bom + content.encode(encoding))
+        assert column(ingest([SourceSpec(str(p), encoding=option)])) == [question], name
+
+
+@pytest.mark.parametrize("name, pack", [("a.jsonl.gz", gzip.compress), ("a.json.bz2", bz2.compress),
+                                        ("a.csv.xz", lzma.compress),
+                                        ("a.tsv.zst", lambda b: pa.compress(b, codec="zstd", asbytes=True))])
+def test_compressed_sources(tmp_path, name, pack):
+    content = {".jsonl": jsonl([{"instruction": "q", "output": "a"}]), ".json": '[{"instruction": "q", "output": "a"}]',
+               ".csv": "instruction,output\nq,a\n", ".tsv": "instruction\toutput\nq\ta\n"}[Path(name).suffixes[0]]
+    write(tmp_path / "d", name, pack(content.encode()))
+    for source in (tmp_path / "d" / name, tmp_path / "d"):
+        result = ingest([str(source)])
+        assert (column(result, "source"), column(result), result.skipped) == (["a"], ["q"], [])
+
+
+def test_truncated_compressed_file_is_a_one_line_error(tmp_path):
+    data = gzip.compress(jsonl({"instruction": str(i * 7919 % 10007), "output": "a"} for i in range(20_000)).encode())
+    p = write(tmp_path, "a.jsonl.gz", data[:len(data) // 2])
+    assert re.fullmatch(rf"{re.escape(str(p))}: cannot be read after line \d+ \(EOFError: Compressed file ended "
+                        r"before the end-of-stream marker was reached\)", ingest_error(p))
+
+
+def test_arrow_files_and_saved_datasets(tmp_path):
+    import datasets
+
+    d = tmp_path / "d"
+    d.mkdir()
+    table = pa.table({"prompt": ["ipc file"], "response": ["a"]})
+    with pa.ipc.new_file(d / "f.arrow", table.schema) as writer:
+        writer.write_table(table)
+    with pa.ipc.new_stream(d / "s.arrow", table.schema) as writer:
+        writer.write_table(pa.table({"prompt": ["ipc stream"], "response": ["a"]}))
+    datasets.Dataset.from_dict({"instruction": ["saved"], "output": ["a"]}).save_to_disk(str(d / "one"))
+    split = lambda text: datasets.Dataset.from_dict({"instruction": [text], "output": ["a"]})  # noqa: E731
+    datasets.DatasetDict({"train": split("train split"), "test": split("test split")}).save_to_disk(str(d / "both"))
+    result = ingest([str(d)])  # the saved directories' own .arrow files are not read again
+    assert sorted(zip(column(result, "source"), column(result))) == [
+        ("both", "train split"), ("f", "ipc file"), ("one", "saved"), ("s", "ipc stream")]
+    assert column(ingest([SourceSpec(str(d / "both"), split="test")])) == ["test split"]
+
+
+def test_directory_lists_what_it_skips_and_follows_links_once(tmp_path):
+    d, other = tmp_path / "d", tmp_path / "other"
+    write(d, "a.jsonl", jsonl([{"instruction": "a", "output": "a"}]))
+    write(other, "b.jsonl", jsonl([{"instruction": "b", "output": "b"}]))
+    write(d, ".hidden.jsonl", "{}")
+    write(d, "notes.txt", "x")
+    write(d, "sheet.xlsx", b"PK")
+    (d / "again.jsonl").symlink_to(d / "a.jsonl")
+    (d / "linked").symlink_to(other)
+    (d / "loop").symlink_to(d)
+    result = ingest([str(d)])
+    assert sorted(column(result, "source")) == ["a", "b"] and result.read == 2
+    assert {Path(s["path"]).name: s["reason"].split(" (")[0] for s in result.skipped} == {
+        ".hidden.jsonl": "hidden", "again.jsonl": f"same file as {d / 'a.jsonl'}", "loop": f"same directory as {d}",
+        "notes.txt": "unsupported format .txt", "sheet.xlsx": "unsupported format .xlsx"}
+    assert ingest_to_parquet([str(d)], tmp_path / "c.parquet").skipped == result.skipped
+    assert ingest([str(d / "**" / "*.jsonl")]).read == 2  # the glob goes round the loop; each file is read once
+
+
+@pytest.mark.parametrize("name, content, location, field, code", [
+    ("a.jsonl", '{"instruction": "a\\ud800", "output": "b"}\n', "line 1", "instruction", "d800"),
+    ("b.jsonl", '{"instruction": "a", "output": "b", "meta": {"k": ["\\uDC00"]}}\n', "line 1", "meta", "dc00"),
+    ("c.json", '[{"instruction": "a", "output": "\\udfff"}]', "record 1", "output", "dfff"),
+])
+def test_lone_surrogate_is_a_broken_field(tmp_path, name, content, location, field, code):
+    p = write(tmp_path, name, content)
+    assert ingest_error(p) == (f'{p} {location}: field "{field}" holds a lone surrogate \\u{code}, half of a UTF-16 pair '
+                               "(expected text that is valid Unicode)")
+    assert ingest([str(p)], on_error="skip").dropped.column("reason").to_pylist() == ["malformed"]
+    pair = write(tmp_path, "pair.jsonl", '{"instruction": "\\ud83d\\ude00", "output": "b"}\n')  # a whole pair is fine
+    assert column(ingest([str(pair)])) == ["😀"]
+
+
+def test_deeply_nested_json(tmp_path):
+    p = write(tmp_path, "a.jsonl", jsonl([{"instruction": "a", "output": "b"}]) + "[" * 100_000 + "\n")
+    assert ingest_error(p) == f"{p} line 2: JSON nested too deeply to read (expected one JSON object per line)"
+    assert ingest([str(p)], on_error="skip").counts == {"read": 2, "dropped": 1, "corpus": 1}
+    q = write(tmp_path, "b.json", "[" * 100_000)
+    assert ingest_error(q) == f"{q}: JSON nested too deeply to read (expected a JSON array of objects)"
+
+
+def test_json_array_named_jsonl_is_read_as_an_array(tmp_path):
+    p = write(tmp_path, "a.jsonl", json.dumps([{"instruction": f"q{i}", "output": "a"} for i in range(3)] + [3], indent=2))
+    result = ingest([str(p)], on_error="skip")
+    assert result.counts == {"read": 4, "dropped": 1, "corpus": 3}
+    assert result.dropped.to_pylist()[0]["location"] == "record 4"
+
+
+def test_corrupt_parquet_names_the_row_reached(tmp_path):
+    p = tmp_path / "a.parquet"
+    numbers = range(30_000)
+    pq.write_table(pa.table({"instruction": [f"q{i}" for i in numbers], "output": [str(i * 7919 % 10007) for i in numbers]}),
+                   p, row_group_size=5000)
+    data = bytearray(p.read_bytes())
+    data[len(data) // 2:len(data) // 2 + 200] = random.Random(0).randbytes(200)
+    p.write_bytes(data)
+    assert re.fullmatch(rf"{re.escape(str(p))}: cannot be read after row [\d,]+ \(OSError: [^\n]+\)", ingest_error(p))
+
+
+@pytest.mark.parametrize("char", ["\u200d", "\u200e", "\u202e", "\u2060", "\u2066", "\u00ad", "\u180e", "\u3164",
+                                  "\uffa0", "\u115f", "\u1160", "\U000e0001", "\U000e007f"])
+def test_invisible_characters_are_removed(tmp_path, char):
+    p = write(tmp_path, "a.jsonl", jsonl([{"instruction": f"안{char}녕", "output": "❤\ufe0f"}]))  # a variation selector stays
+    result = ingest([str(p)])
+    assert (column(result), column(result, "output"), result.cleaned) == (["안녕"], ["❤\ufe0f"], {"control_characters": 1})
+
+
+def test_extra_columns_never_share_a_name(tmp_path):
+    p = write(tmp_path, "a.jsonl", jsonl([{"id": "1", "orig_id": "2", "instruction": "a", "output": "b"}]))
+    row = ingest([str(p)]).corpus.to_pylist()[0]
+    assert (row["orig_id"], row["orig_orig_id"]) == ("1", "2")
+
+
+@pytest.mark.parametrize("user, assistant", [("human", "ChatGPT"), ("human", "model"), ("prompter", "bot"), ("User", "AI")])
+def test_chat_role_names(tmp_path, user, assistant):
+    chat = {"conversations": [{"from": user, "value": "질문"}, {"from": assistant, "value": "답"}]}
+    result = ingest([str(write(tmp_path, "a.jsonl", jsonl([chat])))])
+    assert (column(result), column(result, "output")) == (["질문"], ["답"])
+
+
+def test_unknown_role_and_missing_reply_say_so(tmp_path):
+    turn = lambda role, text: {"role": role, "content": text}  # noqa: E731
+    p = write(tmp_path, "a.jsonl", jsonl([{"messages": [turn("user", "q"), turn("narrator", "x")]},
+                                          {"messages": [turn("user", "q2")]}]))
+    unknown = ('turn 2 of "messages": role \'narrator\' (field "role") is not one koquality knows (expected one of: system, '
+               "user, human, prompter, assistant, gpt, chatgpt, bot, model, ai)")
+    assert ingest_error(p) == f"{p} line 1: {unknown}"
+    dropped = ingest([str(p)], on_error="skip").dropped.to_pylist()
+    assert [(d["reason"], d["detail"]) for d in dropped] == [
+        ("malformed", unknown), ("empty_output", "the conversation has no assistant reply to the user's turn")]
+
+
+def test_parquet_parts_of_two_runs_do_not_collide(tmp_path):
+    theirs = tmp_path / ".c.parquet.parts"  # another run's parts, where ingest used to put its own
+    write(theirs, "part-00000.parquet", b"theirs")
+    p = write(tmp_path, "a.jsonl", jsonl([{"instruction": "a", "output": "b"}]))
+    ingest_to_parquet([str(p)], tmp_path / "c.parquet")
+    assert (theirs / "part-00000.parquet").read_bytes() == b"theirs"
+    assert sorted(f.name for f in tmp_path.iterdir()) == [".c.parquet.parts", "a.jsonl", "c.parquet"]

@@ -6,6 +6,7 @@ the user's input print one line, `koquality: …`, and exit with code 2.
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections import Counter
 from pathlib import Path
@@ -16,7 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from . import progress
-from .errors import KoqualityError
+from .errors import MAX_SEED, KoqualityError, check_range
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Curate small, high-quality Korean instruction-tuning datasets (KoQuality).")
@@ -160,6 +161,7 @@ def ingest(sources: List[str] = typer.Argument(..., help="files (.jsonl .json .c
            config: Optional[str] = typer.Option(None, help="hub datasets: the configuration"),
            encoding: str = typer.Option("utf-8", help="text encoding of the files, e.g. cp949"),
            turns: str = typer.Option("first", help="chats: first (first user turn + reply) or all (one row per reply)"),
+           quoting: str = typer.Option("auto", help="CSV/TSV: auto (quotes in .csv, none in .tsv), quotes or none"),
            on_error: str = typer.Option("raise", help="raise: stop at a broken record; skip: drop it with its reason"),
            max_chars: int = typer.Option(20_000, help="drop rows longer than this many characters"),
            dropped: Optional[Path] = typer.Option(None, help="where dropped rows go (default: <output>.dropped.parquet)")):
@@ -168,17 +170,26 @@ def ingest(sources: List[str] = typer.Argument(..., help="files (.jsonl .json .c
     from .tables import table_format, write_table
 
     table_format(output)
-    specs = _source_specs(sources, source, map, split=split, config=config, encoding=encoding, turns=turns)
+    check_range("--max-chars", max_chars, 1)
+    specs = _source_specs(sources, source, map, split=split, config=config, encoding=encoding, turns=turns,
+                          quoting=quoting)
     result = ingest_sources(specs, on_error=on_error, max_chars=max_chars)
     for name, mapping in result.mappings.items():
         console.print(f"[bold]{name}[/]: {mapping}", highlight=False)
     dropped_path = dropped or output.with_name(f"{output.stem}.dropped.parquet")
+    if dropped_path.resolve() == output.resolve():
+        raise KoqualityError(f"--dropped {dropped_path}: the same file as --output; give the dropped rows a file of their own")
+    for item in result.skipped[:10]:
+        console.print(f"[yellow]skipped[/] {item['path']}: {item['reason']}", highlight=False)
+    if len(result.skipped) > 10:
+        console.print(f"[yellow]skipped[/] {len(result.skipped) - 10:,} more", highlight=False)
     write_table(result.corpus, output)
     write_table(result.dropped, dropped_path)
     reasons = Counter(result.dropped.column("reason").to_pylist())
     rows = [("rows read", result.read), ("dropped", result.dropped.num_rows)]
     rows += [(f"  {r}", n) for r, n in sorted(reasons.items())]
     rows += [(f"cleaned: {what}", n) for what, n in sorted(result.cleaned.items())]
+    rows += [("files skipped", len(result.skipped))] if result.skipped else []
     _summary(f"ingest → {output}", rows + [("corpus", result.corpus.num_rows), ("dropped rows", str(dropped_path))])
 
 
@@ -223,6 +234,8 @@ def embed(input: Path, output: Path = typer.Option(..., help=".npy file; row i i
 
     if output.suffix != ".npy":
         raise KoqualityError(f"{output}: vectors are written as .npy")
+    check_range("--dims", dims, 1)
+    check_range("--seed", seed, 0, MAX_SEED)
     backend = encoder_for(encoder, dict(dims=dims, seed=seed, model=model, revision=revision, pooling=pooling,
                                         max_length=max_length, batch_tokens=batch_tokens, normalize=normalize,
                                         device=device, dtype=dtype, trust_remote_code=trust_remote_code))
@@ -243,6 +256,8 @@ def cluster(input: Path, vectors: Path = typer.Option(..., help=".npy from koqua
     from .tables import load_vectors, read_table, table_format, write_json, write_table
 
     table_format(output)
+    check_range("--seed", seed, 0, MAX_SEED)
+    check_range("--n-init", n_init, 1)
     result = cluster_table(read_table(input), load_vectors(vectors), len_groups, k, seed=seed, n_init=n_init,
                            device=device)
     write_table(result.table, output)
@@ -261,6 +276,7 @@ def sample(input: Path, method: str = typer.Option(..., help="rand, ppl or ppl_h
     from .tables import read_table, table_format, write_table
 
     table_format(output)
+    check_range("--seed", seed, 0, MAX_SEED)
     table = read_table(input)
     result = sample_table(table, method, ratio, seed=seed)
     write_table(result, output)
@@ -270,13 +286,14 @@ def sample(input: Path, method: str = typer.Option(..., help="rand, ppl or ppl_h
 @app.command()
 def export(input: Path, output: Path = typer.Option(...),
            format: Optional[str] = typer.Option(None, help="jsonl, parquet, csv, hf or text (default: from the extension)"),
-           template: str = typer.Option("paper", help="paper (### 질문: …### 답변: …) or chat")):
+           template: str = typer.Option("paper", help="paper (### 질문: …### 답변: …) or chat"),
+           force: bool = typer.Option(False, help="hf: write into a directory that holds other files (never deleting them)")):
     """Render training text and write it out."""
     from .export import export as export_table
     from .tables import read_table
 
     table = read_table(input)
-    path = export_table(table, output, format=format, template=template)
+    path = export_table(table, output, format=format, template=template, force=force)
     _summary(f"export → {path}", [("rows", table.num_rows), ("template", template)])
 
 
@@ -357,12 +374,29 @@ def eval_(model: str = typer.Argument(..., help="a model directory (koquality tr
     _summary(f"eval → {output}", [("table", str(output.with_suffix(".md")))])
 
 
+class _Warnings(logging.Handler):
+    """The library's warnings (a damaged cache recomputed, a file skipped) on the terminal, one line each."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        console.print(f"koquality: warning: {record.getMessage()}", markup=False, highlight=False, soft_wrap=True)
+
+
 def main() -> None:
+    warnings = _Warnings(logging.WARNING)
+    logging.getLogger("koquality").addHandler(warnings)
     try:
         with progress.use_reporter(progress.rich_reporter(console)):
             app()
     except KoqualityError as e:
         console.print(f"koquality: {e}", markup=False, highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except RecursionError:
+        console.print("koquality: input nested too deeply to read", markup=False)
+        sys.exit(2)
+    except OSError as e:  # the machine's answer, not a bug: a full disk, a read-only folder, a missing permission
+        where = f"{e.filename}: " if e.filename else ""
+        console.print(f"koquality: {where}{e.strerror or e} (errno {e.errno})",
+                      markup=False, highlight=False, soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:
         console.print("koquality: interrupted", markup=False)

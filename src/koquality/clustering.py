@@ -8,6 +8,18 @@ K-means: the paper used `sklearn.cluster.KMeans(n_init=10)`. faiss's own random 
 from that optimum (~15 % higher inertia on clustered sentence vectors), so each restart seeds fast Lloyd
 iterations (faiss, or torch on a GPU without faiss-gpu) with k-means++ centroids; the restart with the
 lowest inertia wins.
+
+Thread counts: k-means++ and the Lloyd iterations run with BLAS and OpenMP pinned to one thread
+(`threads.one_thread`), so the clusters do not depend on the core count or on OMP_NUM_THREADS / OPENBLAS_NUM_THREADS. faiss computes
+distances with an sgemm in its bundled OpenMP-threaded OpenBLAS, and 2 threads gave other last bits than 1: on
+the same 28K vectors every inertia in clusters/*.json moved (up to 2e-6 relative) and some restarts converged to
+other centroids, so a near-tie between restarts could pick another winner. k-means++ gave the same bits at 1 and
+2 threads; it is pinned too because the whole stage is then faster: restarts alternate between numpy's BLAS
+threads (k-means++) and faiss's OpenMP threads, which wait on each other. On a 2-core machine the cluster stage
+of that 28K-row run (L=5) took 0.9 s (K=10) / 2.1 s (K=20) / 12 s (K=100) pinned against 4-5 / 6-7 / 13-21 s
+with 2 threads per library, and 12-50 s at K=20 when other processes kept the cores busy. The cost is for one
+large Lloyd run on an idle many-core machine, where faiss no longer parallelises: 113K rows × K=100 × 25
+iterations took 2.4 s on one thread, 1.5 s on two.
 """
 
 from __future__ import annotations
@@ -20,7 +32,8 @@ import pyarrow as pa
 
 from . import progress
 from .errors import KoqualityError
-from .tables import require_columns, set_column
+from .tables import check_finite, require_columns, set_column
+from .threads import one_thread
 
 
 def len_group_boundaries(lengths: np.ndarray, len_groups: int) -> np.ndarray:
@@ -81,16 +94,17 @@ def kmeans(vectors: np.ndarray, k: int, seed: int = 0, n_init: int = 10, niter: 
     rng = np.random.default_rng(int(seeds[-1]))
     arena = x[np.sort(rng.choice(n, restart_sample, replace=False))] if n > restart_sample else x
     best: KMeansResult | None = None
-    for restart_seed in seeds[:-1]:
-        rng = np.random.default_rng(int(restart_seed))
-        sample = arena[np.sort(rng.choice(len(arena), init_sample, replace=False))] if len(arena) > init_sample else arena
-        init, _ = kmeans_plusplus(sample, k, random_state=int(restart_seed) % (2**31))
-        result = lloyd(arena, np.ascontiguousarray(init, dtype=np.float32), niter, int(restart_seed) % (2**31))
-        if best is None or result.inertia < best.inertia:
-            best = result
-    if arena is x:
-        return best
-    return lloyd(x, np.ascontiguousarray(best.centroids, dtype=np.float32), niter, int(seeds[-1]) % (2**31))
+    with one_thread():
+        for restart_seed in seeds[:-1]:
+            rng = np.random.default_rng(int(restart_seed))
+            sample = arena[np.sort(rng.choice(len(arena), init_sample, replace=False))] if len(arena) > init_sample else arena
+            init, _ = kmeans_plusplus(sample, k, random_state=int(restart_seed) % (2**31))
+            result = lloyd(arena, np.ascontiguousarray(init, dtype=np.float32), niter, int(restart_seed) % (2**31))
+            if best is None or result.inertia < best.inertia:
+                best = result
+        if arena is x:
+            return best
+        return lloyd(x, np.ascontiguousarray(best.centroids, dtype=np.float32), niter, int(seeds[-1]) % (2**31))
 
 
 def _lloyd_backend(device: str, backend: str):
@@ -177,6 +191,7 @@ def cluster(table: pa.Table, vectors, len_groups: int, k: int, seed: int = 0, n_
             entry = {"len_group": g, "rows": int(len(rows)), "k": int(k_used)}
             if len(rows):
                 group_vectors = vectors.rows(rows) if hasattr(vectors, "rows") else vectors[rows]  # VectorFile or array
+                check_finite(group_vectors, f"cluster: length group {g}")
                 result = kmeans(group_vectors, k_used, seed=seed + g, n_init=n_init, niter=niter, device=device)
                 clusters[rows] = result.labels
                 entry["inertia"] = result.inertia

@@ -12,3 +12,13 @@ class KoqualityError(Exception):
 
 def missing_extra(what: str, extra: str = "hf") -> KoqualityError:
     return KoqualityError(f"{what} needs the optional dependencies: pip install 'koquality[{extra}]'")
+
+
+MAX_SEED = 2**31 - 1  # numpy, sklearn and faiss all take seeds in this range
+
+
+def check_range(name: str, value, low=None, high=None) -> None:
+    """Numbers at the door: `--dims 0` or `seed: -1` stop here in one line, not deep inside a stage."""
+    if isinstance(value, bool) or (low is not None and value < low) or (high is not None and value > high):
+        bounds = f"at least {low}" if high is None else f"between {low} and {high:,}"
+        raise KoqualityError(f"{name} {value}: expected a number {bounds}")

@@ -1,13 +1,23 @@
 """Stage 1 — ingest: sources → one corpus table (`id`, `source`, `instruction`, `input`, `output`, `len`, extras).
 
-Reads every source, maps its fields, cleans the text (strips whitespace, turns CRLF into LF, removes
-control characters), then drops, each with a reason: broken records (`malformed`, only with
-`on_error="skip"`), empty instructions or responses, rows longer than `max_chars`, and exact duplicates
-(same instruction, input and output, whichever source they came from; the first is kept). Each kept row
+Reads every source, maps its fields, cleans the text (strips whitespace, turns CRLF and a lone CR into LF,
+removes control and invisible characters), then drops, each with a reason: broken records (`malformed`,
+only with `on_error="skip"`), empty instructions or responses, rows longer than `max_chars`, and exact
+duplicates (same instruction, input and output, whichever source they came from; the first is kept). Each kept row
 gets a stable `id` (a hash of source and text: the same row has the same id in every run). `len` is the
 number of Unicode characters of the stripped instruction, the paper's length measure.
 
-Every row read ends up either in the corpus or in the dropped table with its reason, file and location.
+Every row read ends up either in the corpus or in the dropped table with its reason, file and location;
+every file a directory or glob holds but that is not read is listed in `skipped` with why.
+
+Invisible characters are removed because they make texts that look the same differ (so duplicates survive)
+and carry nothing a model should learn: zero-width space/joiners and direction marks (U+200B–U+200F), bidi
+embeddings and isolates (U+202A–U+202E, U+2066–U+2069), word joiner and invisible operators
+(U+2060–U+2064), BOM (U+FEFF), soft hyphen (U+00AD), Mongolian vowel separator (U+180E), the Hangul fillers
+(U+3164, U+FFA0, U+115F, U+1160: they print as blanks, used to fake empty names), and tag characters
+(U+E0000–U+E007F). Removing the zero-width joiner splits emoji sequences such as 👨‍👩‍👧 into their single
+emoji; the words stay. Variation selectors (U+FE00–U+FE0F, U+E0100–U+E01EF) are kept: they choose how an
+emoji or a CJK ideograph is drawn, which is part of the text.
 """
 
 from __future__ import annotations
@@ -24,8 +34,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from . import progress
+from .errors import check_range
 from .sources import SourceRows, expand, iter_source
-from .tables import atomic_path
+from .tables import atomic_path, temporary
 
 DROPPED_SCHEMA = pa.schema([
     ("id", pa.string()), ("source", pa.string()), ("file", pa.string()), ("location", pa.string()),
@@ -33,8 +44,10 @@ DROPPED_SCHEMA = pa.schema([
     ("instruction", pa.string()), ("input", pa.string()), ("output", pa.string()),
 ])
 MAX_CHARS = 20_000
-# C0/C1 control characters other than tab and newline, and zero-width/BOM characters inside text.
-CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u200b\ufeff]")
+# C0/C1 control characters other than tab and newline, and the invisible characters of the module docstring.
+INVISIBLE = ("\u00ad\u115f\u1160\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\u3164\ufeff\uffa0"
+             "\U000e0000-\U000e007f")
+CONTROL = re.compile(f"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f{INVISIBLE}]")
 
 
 @dataclass
@@ -50,6 +63,7 @@ class SourceSpec:
     join: str = "\n"
     source_from: str | None = None
     turns: str = "first"
+    quoting: str = "auto"  # CSV/TSV: auto (quotes for .csv, none for .tsv), quotes (RFC 4180) or none
 
 
 @dataclass
@@ -59,6 +73,7 @@ class IngestResult:
     read: int
     mappings: dict[str, str]  # source name → the mapping used, for the user to check
     cleaned: dict[str, int] = field(default_factory=dict)  # rows whose text was changed, by what
+    skipped: list[dict[str, str]] = field(default_factory=list)  # files in directories/globs not read: path, reason
 
     @property
     def counts(self) -> dict[str, int]:
@@ -84,38 +99,42 @@ def _specs(sources: Iterable[SourceSpec | str]) -> list[SourceSpec]:
     return [SourceSpec(path=s) if isinstance(s, str) else s for s in sources]
 
 
-def _chunks(specs: list[SourceSpec], on_error: str, chunk_rows: int | None) -> Iterator[SourceRows]:
+def _chunks(specs: list[SourceSpec], on_error: str, chunk_rows: int | None,
+            skipped: list[dict[str, str]]) -> Iterator[SourceRows]:
     for s in specs:
-        for path in expand(s.path):
+        paths, passed = expand(s.path)
+        skipped += passed
+        for path in paths:
             yield from iter_source(path, name=s.source, field_map=s.map, encoding=s.encoding, split=s.split,
                                    config=s.config, join=s.join, source_from=s.source_from, turns=s.turns,
-                                   on_error=on_error, chunk_rows=chunk_rows)
+                                   on_error=on_error, chunk_rows=chunk_rows, quoting=s.quoting)
 
 
 def ingest(sources: Iterable[SourceSpec | str], on_error: str = "raise", max_chars: int = MAX_CHARS) -> IngestResult:
     """Read, map, clean and de-duplicate `sources` into tables; directories and globs expand to their files."""
-    ingester = _Ingester(max_chars)
+    check_range("max_chars", max_chars, 1)
+    ingester, skipped = _Ingester(max_chars), []
     with progress.stage("ingest", None) as advance:
-        parts = [ingester.process(chunk, advance) for chunk in _chunks(_specs(sources), on_error, None)]
+        parts = [ingester.process(chunk, advance) for chunk in _chunks(_specs(sources), on_error, None, skipped)]
     corpus = unify([kept for kept, _ in parts])
     dropped = pa.concat_tables([DROPPED_SCHEMA.empty_table(), *(d for _, d in parts)])
-    return IngestResult(corpus=corpus, dropped=dropped, read=ingester.read, mappings=ingester.mappings,
-                        cleaned=dict(ingester.cleaned))
+    return IngestResult(corpus=corpus, dropped=dropped, read=ingester.read, mappings=ingester.mappings(),
+                        cleaned=dict(ingester.cleaned), skipped=skipped)
 
 
 def ingest_to_parquet(sources: Iterable[SourceSpec | str], corpus_path: Path, on_error: str = "raise",
                       max_chars: int = MAX_CHARS, chunk_rows: int = 50_000) -> IngestResult:
     """Like `ingest`, but streams: chunks of `chunk_rows` rows go to Parquet parts as they are read, then
     into `corpus_path` under one schema. Memory holds one chunk and the de-duplication digests, not the
-    corpus. The returned `corpus` is empty; `dropped` holds the dropped rows."""
-    ingester = _Ingester(max_chars)
-    parts_dir = corpus_path.parent / f".{corpus_path.name}.parts"
-    shutil.rmtree(parts_dir, ignore_errors=True)
-    parts_dir.mkdir(parents=True)
+    corpus. The returned `corpus` is empty; `dropped` holds the dropped rows. The parts go to a directory of
+    their own (`.NAME.XXXX.tmp`), so two runs writing into one directory do not remove each other's."""
+    check_range("max_chars", max_chars, 1)
+    ingester, skipped = _Ingester(max_chars), []
+    parts_dir = temporary(corpus_path, directory=True)
     dropped = []
     try:
         with progress.stage("ingest", None) as advance:
-            for i, chunk in enumerate(_chunks(_specs(sources), on_error, chunk_rows)):
+            for i, chunk in enumerate(_chunks(_specs(sources), on_error, chunk_rows, skipped)):
                 kept, gone = ingester.process(chunk, advance)
                 pq.write_table(kept, parts_dir / f"part-{i:05d}.parquet")
                 dropped.append(gone)
@@ -127,7 +146,8 @@ def ingest_to_parquet(sources: Iterable[SourceSpec | str], corpus_path: Path, on
     finally:
         shutil.rmtree(parts_dir, ignore_errors=True)
     return IngestResult(corpus=pa.table({}), dropped=pa.concat_tables([DROPPED_SCHEMA.empty_table(), *dropped]),
-                        read=ingester.read, mappings=ingester.mappings, cleaned=dict(ingester.cleaned))
+                        read=ingester.read, mappings=ingester.mappings(), cleaned=dict(ingester.cleaned),
+                        skipped=skipped)
 
 
 class _Ingester:
@@ -138,13 +158,18 @@ class _Ingester:
         self.first_seen: dict[bytes, str] = {}  # 16-byte digest of the texts → id of the row kept
         self.cleaned: Counter = Counter()
         self.read = 0
-        self.mappings: dict[str, str] = {}
+        self.maps: dict[str, dict[str, str]] = {}  # source name → file → its mapping, as of its latest chunk
+
+    def mappings(self) -> dict[str, str]:
+        """Each source's final mapping (a later chunk may have gained an `input` field); several files under
+        one name with different mappings show each."""
+        return {name: "; ".join(dict.fromkeys(m for m in files.values() if m)) for name, files in self.maps.items()}
 
     def process(self, src: SourceRows, advance) -> tuple[pa.Table, pa.Table]:
         kept: dict[str, list[Any]] = {k: [] for k in ("id", "source", "instruction", "input", "output", "system", "len")}
         extras: dict[str, list[Any]] = {}
         dropped: dict[str, list[Any]] = {name: [] for name in DROPPED_SCHEMA.names}
-        self.mappings.setdefault(src.name, src.fmap.describe())
+        self.maps.setdefault(src.name, {})[str(src.path)] = src.fmap.describe()
         n_kept = 0
 
         def drop(values: tuple) -> None:
@@ -162,9 +187,10 @@ class _Ingester:
             chars = sum(map(len, texts))
             digest = hashlib.blake2b("\x1f".join(texts).encode("utf-8"), digest_size=16).digest()
             if not instruction:
-                drop((*where, "empty_instruction", "instruction is empty or null after cleaning", *texts))
+                detail = src.notes.get(i) or "instruction is empty or null after cleaning"
+                drop((*where, "empty_instruction", detail, *texts))
             elif not output:
-                drop((*where, "empty_output", "output is empty or null after cleaning", *texts))
+                drop((*where, "empty_output", src.notes.get(i) or "output is empty or null after cleaning", *texts))
             elif chars > self.max_chars:
                 drop((*where, "too_long", f"{chars:,} characters (limit {self.max_chars:,}; raise it with --max-chars)", *texts))
             elif digest in self.first_seen:

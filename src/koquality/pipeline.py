@@ -19,6 +19,7 @@ or in `dropped.parquet` with its reason: rows.read = rows.dropped + rows.corpus.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import platform
 import time
@@ -32,7 +33,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from . import __version__, progress
+from . import __version__, cache, progress
 from .clustering import cluster
 from .embedding import encoder_for
 from .errors import KoqualityError
@@ -41,7 +42,8 @@ from .ingest import DROPPED_SCHEMA, SourceSpec, ingest_to_parquet
 from .recipe import Recipe, fingerprint
 from .sampling import sample
 from .scoring import score, scorer_for
-from .tables import VectorFile, VectorWriter, atomic_path, read_table, write_json, write_table
+from .rundir import claimed, remove_temporaries
+from .tables import VectorFile, VectorWriter, atomic_path, check_finite, read_table, write_json, write_table
 
 log = logging.getLogger("koquality")
 EXPORT_SUFFIX = {"jsonl": ".jsonl", "parquet": ".parquet", "csv": ".csv", "hf": "", "text": ".txt"}
@@ -97,22 +99,26 @@ def check_recipe_dir(run_dir: Path, recipe: Recipe, force: bool) -> None:
     if saved.exists() and not force:
         from .recipe import load_recipe
 
-        previous = load_recipe(saved)
+        try:
+            previous = load_recipe(saved)
+        except KoqualityError as e:
+            raise KoqualityError(f"{saved}: damaged, so the run it belongs to is unknown ({e}); "
+                                 "use --force to replace it with this recipe") from None
         curation = {"train", "eval"}  # training and evaluation keep their own cache keys in model/ and eval/
         if previous.model_dump(exclude=curation) != recipe.model_dump(exclude=curation):
             raise KoqualityError(f"{run_dir}: holds a run of a different recipe (see {saved}); "
                                  f"use another --output or --force to replace it")
 
 
-def _next_shard(directory: Path) -> int:
-    return len(list(directory.glob("shard-*")))
+SCORES_SCHEMA = pa.schema([("id", pa.string()), ("ppl", pa.float64()), ("n_tokens", pa.int32())])
 
 
 def scores_cached(table: pa.Table, recipe: Recipe, run_dir: Path, stages: Stages) -> pa.Table:
     """Join cached scores by id; score only the rows no shard has yet, writing a shard every `shard_rows`.
 
     A run killed mid-way leaves its finished shards; the next run reuses them and scores the rest in the
-    same chunks, so its result is identical to an uninterrupted run's.
+    same chunks, so its result is identical to an uninterrupted run's. Shards that are damaged are
+    recomputed (see cache.py).
     """
     config = recipe.score.model_dump()
     backend = {"kiwi": "kiwipiepy", "hf": "transformers"}[recipe.score.scorer]
@@ -120,10 +126,8 @@ def scores_cached(table: pa.Table, recipe: Recipe, run_dir: Path, stages: Stages
     key = fingerprint({k: v for k, v in config.items() if k not in skip}, versions().get(backend))
     directory = run_dir / "scores" / f"{recipe.score.scorer}-{key}"
     directory.mkdir(parents=True, exist_ok=True)
-    empty = pa.table({"id": pa.array([], pa.string()), "ppl": pa.array([], pa.float64()),
-                      "n_tokens": pa.array([], pa.int32())})
-    shards = [read_table(p) for p in sorted(directory.glob("shard-*.parquet"))]
-    cached = pa.concat_tables([empty, *shards])
+    shards = [read_table(p) for p in cache.valid_shards(directory, ".parquet")]
+    cached = pa.concat_tables([SCORES_SCHEMA.empty_table(), *shards])
     missing = table.filter(pc.invert(pc.is_in(table.column("id"), value_set=cached.column("id"))))
     if missing.num_rows:
         scorer = scorer_for(recipe.score.scorer, config)
@@ -131,8 +135,8 @@ def scores_cached(table: pa.Table, recipe: Recipe, run_dir: Path, stages: Stages
         with progress.stage("score", missing.num_rows) as advance:
             for start in range(0, missing.num_rows, size):
                 chunk = missing.slice(start, size).select(["id", field])
-                new = score(chunk, scorer, field=field).select(["id", "ppl", "n_tokens"]).cast(empty.schema)
-                write_table(new, directory / f"shard-{_next_shard(directory):05d}.parquet")
+                new = score(chunk, scorer, field=field).select(["id", "ppl", "n_tokens"]).cast(SCORES_SCHEMA)
+                cache.write_shard(directory, new.column("id").to_pylist(), ".parquet", lambda tmp: pq.write_table(new, tmp))
                 cached = pa.concat_tables([cached, new])
                 advance(chunk.num_rows)
     stages.note("score", cache=str(directory.relative_to(run_dir)), scored=missing.num_rows,
@@ -144,7 +148,8 @@ def scores_cached(table: pa.Table, recipe: Recipe, run_dir: Path, stages: Stages
 
 def vectors_cached(corpus: pa.Table, recipe: Recipe, run_dir: Path, stages: Stages) -> tuple[VectorFile, Path]:
     """Vectors for the corpus rows, in order. Row-independent encoders (`hf`, `st`) write shards by id as
-    they go, like scoring; TF-IDF is fitted on the whole corpus at once, so it is cached whole."""
+    they go, like scoring; TF-IDF is fitted on the whole corpus at once, so it is cached whole. The matrix
+    is reused only while its completion marker vouches for it (size and checksum)."""
     config = recipe.embed.model_dump()
     encoder = recipe.embed.encoder
     backend = {"tfidf": "kiwipiepy", "hf": "transformers", "st": "sentence_transformers"}[encoder]
@@ -152,7 +157,7 @@ def vectors_cached(corpus: pa.Table, recipe: Recipe, run_dir: Path, stages: Stag
     key = fingerprint({k: v for k, v in config.items() if k not in skip}, recipe.seed, versions().get(backend),
                       corpus.column("id").to_pylist() if encoder == "tfidf" else None)
     path = run_dir / "vectors" / f"{encoder}-{key}.npy"
-    if path.exists():
+    if cache.trusted(path):
         stages.note("embed", cache=str(path.relative_to(run_dir)), from_cache=True)
         return VectorFile(path), path
     if encoder == "tfidf":  # written batch by batch: the matrix is never in memory whole
@@ -165,6 +170,7 @@ def vectors_cached(corpus: pa.Table, recipe: Recipe, run_dir: Path, stages: Stag
         stages.note("embed", embedded=corpus.num_rows)
     else:
         stages.note("embed", embedded=_sharded_vectors(corpus, recipe, path.with_suffix(""), path))
+    cache.seal(path, rows=corpus.num_rows)
     stages.note("embed", cache=str(path.relative_to(run_dir)), from_cache=False)
     return VectorFile(path), path
 
@@ -175,7 +181,7 @@ def _sharded_vectors(corpus: pa.Table, recipe: Recipe, directory: Path, path: Pa
     directory.mkdir(parents=True, exist_ok=True)
     ids = corpus.column("id").to_pylist()
     done: set[str] = set()
-    for shard in sorted(directory.glob("shard-*.npz")):
+    for shard in cache.valid_shards(directory, ".npz"):
         with np.load(shard, allow_pickle=False) as data:
             done.update(data["ids"].tolist())
     missing = [i for i, rid in enumerate(ids) if rid not in done]
@@ -187,12 +193,13 @@ def _sharded_vectors(corpus: pa.Table, recipe: Recipe, directory: Path, path: Pa
             for start in range(0, len(missing), size):
                 rows = missing[start:start + size]
                 vectors = np.ascontiguousarray(encoder.encode([texts[i] for i in rows]), dtype=np.float32)
-                with atomic_path(directory / f"shard-{_next_shard(directory):05d}.npz") as tmp:
-                    with open(tmp, "wb") as f:
-                        np.savez(f, ids=np.array([ids[i] for i in rows]), vectors=vectors)
+                check_finite(vectors, f"{recipe.embed.encoder} encoder {recipe.embed.model}", first_row=start)
+                shard_ids = [ids[i] for i in rows]
+                cache.write_shard(directory, shard_ids, ".npz", functools.partial(_save_npz, ids=np.array(shard_ids),
+                                                                                  vectors=vectors))
                 advance(len(rows))
     position = {rid: i for i, rid in enumerate(ids)}
-    shards = sorted(directory.glob("shard-*.npz"))
+    shards = cache.valid_shards(directory, ".npz")
     with np.load(shards[0], allow_pickle=False) as data:
         dims = data["vectors"].shape[1]
     with VectorWriter(path, len(ids), dims) as writer:
@@ -205,10 +212,21 @@ def _sharded_vectors(corpus: pa.Table, recipe: Recipe, directory: Path, path: Pa
     return len(missing)
 
 
+def _save_npz(path: Path, **arrays: np.ndarray) -> None:
+    with open(path, "wb") as f:  # a file object: given a name, numpy would append .npz to the temporary's
+        np.savez(f, **arrays)
+
+
 @contextlib.contextmanager
 def run_log(run_dir: Path):
-    """Log to run_dir/run.log for the duration of a run or sweep."""
-    handler = logging.FileHandler(run_dir / "run.log", encoding="utf-8")
+    """Log to run_dir/run.log for the duration of a run or sweep. Every other file of a run is replaced by a
+    rename, which never follows a link; the log is appended to, so a link there is refused rather than
+    followed out of the run directory."""
+    path = run_dir / "run.log"
+    if path.is_symlink() or (path.exists() and not path.is_file()):
+        raise KoqualityError(f"{path}: is a link or not a regular file; koquality appends its log only to a "
+                             "file of its own (remove it, or use another --output)")
+    handler = logging.FileHandler(path, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     log.addHandler(handler)
     log.setLevel(logging.INFO)
@@ -231,6 +249,7 @@ class Prepared:
     dropped: pa.Table
     mappings: dict[str, str]
     cleaned: dict[str, int]
+    skipped: list[dict[str, str]]  # files a directory or glob source held that were not read, with why
 
 
 def prepare(recipe: Recipe, run_dir: Path, stages: Stages) -> Prepared:
@@ -245,6 +264,9 @@ def prepare(recipe: Recipe, run_dir: Path, stages: Stages) -> Prepared:
     stages.note("ingest", rows_in=ingested.read, rows_out=pq.ParquetFile(ingested_path).metadata.num_rows)
     for name, mapping in ingested.mappings.items():
         log.info("source %s: %s", name, mapping)
+    for skipped in ingested.skipped:
+        log.warning("skipped %s: %s", skipped["path"], skipped["reason"])
+    _check_text_fields(pq.read_schema(ingested_path), recipe)
 
     # Each stage reads only the columns it needs: the corpus's texts and extras stay on disk.
     to_score = pq.read_table(ingested_path, columns=["id", recipe.score.field])
@@ -262,7 +284,16 @@ def prepare(recipe: Recipe, run_dir: Path, stages: Stages) -> Prepared:
     corpus = pq.read_table(corpus_path, columns=columns)
     vectors, vectors_path = stages.run("embed", vectors_cached, corpus, recipe, run_dir, stages)
     return Prepared(corpus_path, corpus, vectors, vectors_path, ingested.read, dropped, ingested.mappings,
-                    ingested.cleaned)
+                    ingested.cleaned, ingested.skipped)
+
+
+def _check_text_fields(schema: pa.Schema, recipe: Recipe) -> None:
+    """score.field and embed.field may name a source's own column, known only once the sources are read."""
+    for key, field in (("score.field", recipe.score.field), ("embed.field", recipe.embed.field)):
+        if field not in schema.names:
+            raise KoqualityError(f"{key}: {field!r} is not a column of the corpus (columns: {', '.join(schema.names)})")
+        if not pa.types.is_string(schema.field(field).type):
+            raise KoqualityError(f"{key}: column {field!r} holds {schema.field(field).type}, not text")
 
 
 def cluster_into(run_dir: Path, prepared: Prepared, recipe: Recipe, len_groups: int, k: int):
@@ -284,6 +315,7 @@ def base_manifest(recipe: Recipe, run_dir: Path, prepared: Prepared, stages: Sta
         "dropped_by_reason": dict(Counter(prepared.dropped.column("reason").to_pylist())),
         "cleaned": prepared.cleaned,
         "sources": {name: {"mapping": m} for name, m in prepared.mappings.items()},
+        "skipped_files": prepared.skipped,
         "corpus_by_source": dict(Counter(prepared.corpus.column("source").to_pylist())),
         "seed": recipe.seed,
         "stages": stages.records,
@@ -298,12 +330,14 @@ def base_manifest(recipe: Recipe, run_dir: Path, prepared: Prepared, stages: Sta
 
 @contextlib.contextmanager
 def started_run(recipe: Recipe, run_dir: Path, force: bool):
-    """Claim `run_dir` for `recipe`, log to it, and prepare the corpus: what `run` and `sweep` both begin with."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    check_recipe_dir(run_dir, recipe, force)
-    with run_log(run_dir):
-        stages, started = Stages(), time.perf_counter()
-        yield stages, prepare(recipe, run_dir, stages), started
+    """Claim `run_dir` for `recipe` (see rundir.py), log to it, remove what an interrupted run left, and
+    prepare the corpus: what `run` and `sweep` both begin with."""
+    with claimed(run_dir):
+        check_recipe_dir(run_dir, recipe, force)
+        with run_log(run_dir):
+            remove_temporaries(run_dir)
+            stages, started = Stages(), time.perf_counter()
+            yield stages, prepare(recipe, run_dir, stages), started
 
 
 def finish_run(recipe: Recipe, run_dir: Path, prepared: Prepared, stages: Stages, started: float, shown: pa.Table,
@@ -375,6 +409,9 @@ def train_and_evaluate(recipe: Recipe, run_dir: Path, selection_path: Path, stag
     else:
         resume = same and any(model_dir.glob("checkpoint-*"))
         if not resume:
+            # model/ is replaced only when koquality made it (its key file is there) or it is empty
+            if model_dir.is_dir() and any(model_dir.iterdir()) and not key_file.exists():
+                raise KoqualityError(f"{model_dir}: holds files koquality did not write; move them out of the run directory")
             shutil.rmtree(model_dir, ignore_errors=True)
             model_dir.mkdir(parents=True)
             key_file.write_text(train_key, encoding="utf-8")

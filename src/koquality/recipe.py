@@ -18,13 +18,14 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .errors import KoqualityError
+from .errors import MAX_SEED, KoqualityError
 
 PRESETS = ("demo", "paper", "paper-train")
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # strict: `k: true` or `seed: 1.5e3` is a mistake, not a 1 or a 1500
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class SourceConfig(Section):
@@ -37,6 +38,7 @@ class SourceConfig(Section):
     join: str = "\n"  # separates fields joined with '+' in `map`
     source_from: str | None = None  # name each row's source by this field's text before the first '_'
     turns: Literal["first", "all"] = "first"  # chats: the first exchange, or one row per assistant reply
+    quoting: Literal["auto", "quotes", "none"] = "auto"  # CSV/TSV: auto = RFC 4180 quotes in .csv, none in .tsv
 
 
 class IngestConfig(Section):
@@ -51,8 +53,8 @@ class ScoreConfig(Section):
     field: str = "instruction"
     device: str = "auto"
     dtype: str = "auto"
-    max_length: int = 1024
-    batch_tokens: int | None = None  # tokens per batch; default by device (CPU small, GPU large)
+    max_length: int = Field(1024, ge=2)
+    batch_tokens: int | None = Field(None, ge=1)  # tokens per batch; default by device (CPU small, GPU large)
     add_bos: bool = False
     trust_remote_code: bool = False
     shard_rows: int = Field(8192, ge=1)  # scores are saved every this many rows, so a killed run resumes
@@ -63,10 +65,10 @@ class EmbedConfig(Section):
     model: str | None = None
     revision: str | None = None
     field: str = "instruction"
-    dims: int = 256
+    dims: int = Field(256, ge=1)
     pooling: Literal["pooler", "cls", "mean"] = "pooler"
-    max_length: int = 512
-    batch_tokens: int | None = None
+    max_length: int = Field(512, ge=1)
+    batch_tokens: int | None = Field(None, ge=1)
     normalize: bool = False
     device: str = "auto"
     dtype: str = "auto"
@@ -125,7 +127,7 @@ class TrainConfig(Section):
     save_steps: int | None = Field(None, ge=1)  # None: a checkpoint at the end of every epoch (the paper)
     save_total_limit: int = Field(2, ge=1)
     logging_steps: int = Field(1, ge=1)
-    seed: int = 42
+    seed: int = Field(42, ge=0, le=MAX_SEED)
 
     @model_validator(mode="before")
     @classmethod
@@ -156,7 +158,7 @@ class EvalConfig(Section):
 
 class Recipe(Section):
     name: str = "run"
-    seed: int = 42
+    seed: int = Field(42, ge=0, le=MAX_SEED)
     sources: list[SourceConfig]
     ingest: IngestConfig = Field(default_factory=IngestConfig)
     score: ScoreConfig = Field(default_factory=ScoreConfig)
@@ -215,7 +217,12 @@ def load_recipe(name_or_path: str | Path) -> Recipe:
             raise KoqualityError(f"--recipe {name_or_path}: expected {', '.join(PRESETS)} or a .yaml file")
         if not path.exists():
             raise KoqualityError(f"{path}: no such file")
-        text, origin = path.read_text(encoding="utf-8"), str(path)
+        origin = str(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as e:
+            raise KoqualityError(f"{path}: byte 0x{e.object[e.start]:02x} at offset {e.start} is not UTF-8 "
+                                 "(save the recipe as UTF-8)") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:

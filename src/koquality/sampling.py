@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from .errors import KoqualityError
+from .errors import MAX_SEED, KoqualityError, check_range
 from .tables import require_columns
 
 METHODS = ("rand", "ppl", "ppl_h")
@@ -35,6 +35,7 @@ def select_indices(ppl: np.ndarray, len_group: np.ndarray, cluster: np.ndarray, 
         raise KoqualityError(f"--method {method}: expected one of {', '.join(METHODS)}")
     if not 0 < ratio <= 1:
         raise KoqualityError(f"--ratio {ratio}: must be in (0, 1]")
+    check_range("seed", seed, 0, MAX_SEED)
     rng = np.random.default_rng(seed)
     keep: list[np.ndarray] = []
     for g in np.unique(len_group):

@@ -54,6 +54,17 @@ def selection_stats(selection: pa.Table, sources: list[str]) -> dict[str, Any]:
     return stats
 
 
+def _listed_selections(run_dir: Path) -> set[str]:
+    """The selection files an earlier sweep into `run_dir` wrote, as its sweep.csv lists them."""
+    try:
+        with open(run_dir / "sweep.csv", encoding="utf-8", newline="") as f:
+            files = {row.get("file") or "" for row in csv.DictReader(f)}
+    except (OSError, csv.Error):
+        return set()
+    return {name for name in files if name.startswith("selections/") and "/" not in name[len("selections/"):]
+            and name.endswith(".jsonl")}
+
+
 def sweep(recipe: Recipe, run_dir: str | Path, len_groups: list[int] | None = None, k: list[int] | None = None,
           method: list[str] | None = None, ratio: list[float] | None = None, force: bool = False,
           report: bool = True) -> SweepResult:
@@ -90,10 +101,16 @@ def sweep(recipe: Recipe, run_dir: str | Path, len_groups: list[int] | None = No
                         shown = (rank, path, cluster_path, clustered.info, selection)
                 log.info("sweep: L=%d K=%d done", L, K)
         stages.note("sweep", seconds=round(time.perf_counter() - start, 3), selections=len(rows))
+        earlier = _listed_selections(run_dir)
         with atomic_path(run_dir / "sweep.csv") as tmp, open(tmp, "w", encoding="utf-8", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=list(rows[0]))
             writer.writeheader()
             writer.writerows(rows)
+        stale = earlier - {row["file"] for row in rows}
+        for name in sorted(stale):  # an earlier, larger grid's selections: sweep.csv no longer lists them
+            (run_dir / name).unlink(missing_ok=True)
+        if stale:
+            log.info("sweep: removed %d selection(s) of an earlier grid", len(stale))
         _, path, cluster_path, info, selection = shown
         stages.note("sweep", grid=grid)
         manifest = finish_run(recipe, run_dir, prepared, stages, started, selection, info, report,

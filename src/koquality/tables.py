@@ -7,10 +7,15 @@ renamed into place, so an interrupted run never leaves a half-written file that 
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import datetime
+import decimal
+import hashlib
 import json
 import math
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
@@ -81,14 +86,30 @@ def _default_mode() -> int:
 FILE_MODE = _default_mode()  # what open() would give; mkstemp's private 0600 would otherwise survive the rename
 
 
-@contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds."""
-    path = Path(path)
+# Every temporary koquality makes is named `.{target}.{8 random characters}.tmp` (tempfile's mkstemp/mkdtemp
+# with these prefix/suffix), so that one killed by SIGKILL can be recognised, and removed, at the next start.
+TEMPORARY = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp")
+
+
+def temporary(path: Path, directory: bool = False) -> Path:
+    """A new temporary file (or directory) beside `path`, named as TEMPORARY."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    if directory:
+        return Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
-    tmp_path = Path(tmp)
+    return Path(tmp)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds.
+
+    A directory at `path` is never replaced: that is someone's folder, not a file koquality wrote."""
+    path = Path(path)
+    if path.is_dir():
+        raise KoqualityError(f"{path}: is a directory (expected a file name, e.g. {path.name}.jsonl inside it)")
+    tmp_path = temporary(path)
     try:
         yield tmp_path
         os.chmod(tmp_path, FILE_MODE)
@@ -99,9 +120,41 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
 
 def _json_value(value: Any) -> Any:
-    if isinstance(value, float) and math.isnan(value):
+    """JSON has no NaN or infinity (Parquet keeps them): they are written as null."""
+    if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
+
+
+def _json_default(value: Any) -> Any:
+    """Values a source may carry in its own columns that JSON has no type for."""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return base64.b64encode(bytes(value)).decode("ascii")
+    if isinstance(value, (datetime.date, datetime.time, datetime.datetime)):
+        return value.isoformat()
+    if isinstance(value, datetime.timedelta):
+        return value.total_seconds()
+    if isinstance(value, decimal.Decimal):
+        return str(value)
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"{type(value).__name__} cannot be written as JSON")
+
+
+def to_json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, default=_json_default)
+
+
+def _flat_for_csv(table: pa.Table) -> pa.Table:
+    """CSV holds scalars: nested columns (a chat's `messages`, a source's lists) become JSON text and binary
+    columns base64, instead of the CSV writer's `Unsupported Type`."""
+    for i, f in enumerate(table.schema):
+        t = f.type
+        if pa.types.is_nested(t) or pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_fixed_size_binary(t):
+            values = [None if v is None else (to_json(v) if pa.types.is_nested(t) else _json_default(v))
+                      for v in table.column(i).to_pylist()]
+            table = table.set_column(i, f.name, pa.array(values, type=pa.string()))
+    return table
 
 
 def write_table(table: pa.Table, path: str | os.PathLike) -> Path:
@@ -113,15 +166,16 @@ def write_table(table: pa.Table, path: str | os.PathLike) -> Path:
         elif fmt == ".csv":
             import pyarrow.csv as pacsv
 
-            pacsv.write_csv(table, tmp)
+            pacsv.write_csv(_flat_for_csv(table), tmp)
         else:
             rows = table.to_pylist()
             with open(tmp, "w", encoding="utf-8") as f:
                 if fmt == ".json":
-                    json.dump([{k: _json_value(v) for k, v in r.items()} for r in rows], f, ensure_ascii=False, indent=1)
+                    json.dump([{k: _json_value(v) for k, v in r.items()} for r in rows], f, ensure_ascii=False, indent=1,
+                              default=_json_default)
                 else:
                     for r in rows:
-                        f.write(json.dumps({k: _json_value(v) for k, v in r.items()}, ensure_ascii=False))
+                        f.write(to_json({k: _json_value(v) for k, v in r.items()}))
                         f.write("\n")
     return path
 
@@ -152,7 +206,22 @@ def load_vectors(path: str | os.PathLike) -> np.ndarray:
         raise KoqualityError(f"{path}: not a .npy array ({e})") from None
     if vectors.ndim != 2:
         raise KoqualityError(f"{path}: expected a 2-D array of vectors, got shape {vectors.shape}")
+    check_finite(vectors, str(path))
     return vectors
+
+
+def check_finite(vectors: np.ndarray, what: str, first_row: int = 0) -> None:
+    """k-means and similarity are meaningless on NaN/inf (faiss returns garbage, sklearn raises deep inside)."""
+    bad = ~np.isfinite(vectors).all(axis=1)
+    if bad.any():
+        rows = np.flatnonzero(bad)
+        raise KoqualityError(f"{what}: {len(rows):,} vector(s) hold NaN or infinity (first: row {first_row + int(rows[0])}); "
+                             "re-create them (a model in float16 can overflow: use --dtype float32 or bfloat16)")
+
+
+def file_digest(path: str | os.PathLike) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "blake2b").hexdigest()[:32]
 
 
 def require_columns(table: pa.Table, columns: tuple[str, ...] | list[str], what: str) -> None:
@@ -229,6 +298,10 @@ class VectorFile:
             self.offset = f.tell()
         if len(shape) != 2 or fortran:
             raise KoqualityError(f"{self.path}: expected a 2-D array of vectors, got shape {shape}")
+        expected = self.offset + shape[0] * shape[1] * dtype.itemsize
+        if self.path.stat().st_size != expected:
+            raise KoqualityError(f"{self.path}: {self.path.stat().st_size:,} bytes where a {shape[0]:,} × {shape[1]} "
+                                 f"{dtype} array needs {expected:,} (truncated or damaged)")
         self.shape, self.dtype = shape, dtype
 
     def __len__(self) -> int:

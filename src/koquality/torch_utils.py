@@ -70,3 +70,15 @@ def right_padded(torch, rows: list[list[int]], pad_id: int, device: str):
 
 def load_options(revision: str | None, trust_remote_code: bool) -> dict[str, Any]:
     return {"revision": revision, "trust_remote_code": trust_remote_code}
+
+
+def from_pretrained(auto_class, name: str, what: str, **options: Any):
+    """`auto_class.from_pretrained(name, **options)` whose failures (no such model, no hub, custom code that
+    was not trusted) are one-line errors naming the model."""
+    try:
+        return auto_class.from_pretrained(name, **options)
+    except (OSError, ValueError, KeyError) as e:
+        detail = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if "trust_remote_code" in str(e) and not options.get("trust_remote_code"):
+            detail = "it ships its own Python code, which koquality runs only with --trust-remote-code (recipe: trust_remote_code: true)"
+        raise KoqualityError(f"{name}: cannot load {what} ({detail})") from None

@@ -33,6 +33,7 @@ from .errors import KoqualityError, missing_extra
 from .pipeline import versions
 from .recipe import TrainConfig
 from .tables import as_table, read_table, write_json
+from .torch_utils import from_pretrained
 
 CONFIG_FILE = "koquality-train.json"
 LOSS_FILE = "loss.jsonl"
@@ -206,9 +207,18 @@ def is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
+# Files by which a directory is known as a koquality training output (the run pipeline writes the last two).
+OWN_FILES = (CONFIG_FILE, LOSS_FILE, "koquality-key.txt", "train-config.json")
+
+
 def _check_output(output: Path, resume: bool, force: bool) -> None:
+    if output.exists() and not output.is_dir():
+        raise KoqualityError(f"--output {output}: exists and is a file (a trained model is a directory)")
     existing = output / CONFIG_FILE
     checkpoints = sorted(output.glob("checkpoint-*")) if output.is_dir() else []
+    if output.is_dir() and any(output.iterdir()) and not checkpoints and not any((output / f).exists() for f in OWN_FILES):
+        raise KoqualityError(f"--output {output}: not empty and not a koquality training run; the model's files "
+                             "(config.json, weights, tokenizer) would overwrite what is there: choose a new or empty directory")
     if resume:
         if not checkpoints:
             raise KoqualityError(f"--resume: {output} has no checkpoint-N folder to resume from")
@@ -250,10 +260,7 @@ def _train(torch, texts, template, source, output: Path, config: TrainConfig, re
     from transformers.trainer_utils import get_last_checkpoint
 
     load = {"revision": config.revision, "trust_remote_code": config.trust_remote_code}
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(config.model, **load)
-    except OSError as e:
-        raise KoqualityError(f"--model {config.model}: cannot load a tokenizer ({str(e).splitlines()[0]})") from None
+    tokenizer = from_pretrained(AutoTokenizer, config.model, "a tokenizer", **load)
     token_rows = tokenizer(texts, add_special_tokens=True)["input_ids"]
     if config.eos:
         if tokenizer.eos_token_id is None:
@@ -281,10 +288,7 @@ def _train(torch, texts, template, source, output: Path, config: TrainConfig, re
     # Trainer's copy (which then misses the renamed tensors) changes nothing. Adapters and DeepSpeed states
     # are restored by peft / DeepSpeed themselves.
     weights = checkpoint if checkpoint and not config.lora and not config.deepspeed else config.model
-    try:
-        model = AutoModelForCausalLM.from_pretrained(weights, **load)
-    except OSError as e:
-        raise KoqualityError(f"--model {config.model}: cannot load a causal LM ({str(e).splitlines()[0]})") from None
+    model = from_pretrained(AutoModelForCausalLM, weights, "a causal LM", **load)
     positions = getattr(model.config, "max_position_embeddings", None)
     if config.packing == "blocks" and positions and config.block_size > positions:
         raise KoqualityError(f"--block-size {config.block_size} is longer than {config.model}'s {positions} positions")

@@ -12,7 +12,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..errors import KoqualityError
-from ..torch_utils import (import_torch, load_options, resolve_device, resolve_dtype, right_padded,
+from ..torch_utils import (from_pretrained, import_torch, load_options, resolve_device, resolve_dtype, right_padded,
                            token_budget_batches)
 
 POOLINGS = ("pooler", "cls", "mean")
@@ -36,8 +36,8 @@ class HFEncoder:
         self.batch_tokens = batch_tokens or (4096 if self.device == "cpu" else 65536)
         self.dtype = resolve_dtype(torch, dtype, self.device)
         options = load_options(revision, trust_remote_code)
-        self.tokenizer = AutoTokenizer.from_pretrained(model, **options)
-        self.model = AutoModel.from_pretrained(model, dtype=self.dtype, **options).to(self.device).eval()
+        self.tokenizer = from_pretrained(AutoTokenizer, model, "a tokenizer", **options)
+        self.model = from_pretrained(AutoModel, model, "an encoder model", dtype=self.dtype, **options).to(self.device).eval()
         if pooling == "pooler" and getattr(self.model, "pooler", None) is None:
             raise KoqualityError(f"--pooling pooler: {model} has no pooler layer (use --pooling cls or mean)")
 
@@ -82,8 +82,9 @@ class STEncoder:
         except ImportError:
             raise KoqualityError("the st encoder needs sentence-transformers: pip install 'koquality[hf]'") from None
         self.model_name, self.revision, self.normalize, self.batch_size = model, revision, normalize, batch_size
-        self.model = SentenceTransformer(model, device=resolve_device(torch, device), revision=revision,
-                                         trust_remote_code=trust_remote_code)
+        self.model = from_pretrained(_SentenceTransformerLoader(SentenceTransformer), model, "a sentence-transformers model",
+                                     device=resolve_device(torch, device), revision=revision,
+                                     trust_remote_code=trust_remote_code)
         if max_length:
             self.model.max_seq_length = max_length
 
@@ -94,6 +95,16 @@ class STEncoder:
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         return self.model.encode(list(texts), batch_size=self.batch_size, normalize_embeddings=self.normalize,
                                  convert_to_numpy=True).astype(np.float32)
+
+
+class _SentenceTransformerLoader:
+    """SentenceTransformer's constructor in `from_pretrained`'s shape, so it fails the same one-line way."""
+
+    def __init__(self, cls):
+        self.cls = cls
+
+    def from_pretrained(self, name: str, **options: Any):
+        return self.cls(name, **options)
 
 
 def make_hf_encoder(name: str, **options: Any):

@@ -4,6 +4,15 @@ Morphemes (form/tag) rather than whitespace words, because Korean glues particle
 `학교에`, `학교는` and `학교를` share the morpheme `학교/NNG`. The SVD is fitted on the texts being embedded
 (transductive, like the k-means that follows; on a seeded sample of at most 200K rows for a large corpus),
 seeded, so the same corpus gives the same vectors.
+
+The SVD runs with BLAS/LAPACK limited to one thread (`_one_blas_thread`): a multithreaded OpenBLAS splits
+its reductions (the dense products and LAPACK factorisations of the randomized SVD) across its threads,
+so the vectors depended on the machine's core count and on OPENBLAS_NUM_THREADS / OMP_NUM_THREADS: 1 against
+2 threads, up to 4e-4 apart on the 28K-row shared data (2e-2 on the demo corpus), enough to move 1,240 rows
+to other clusters at L=5, K=20 and change the selection. One thread gives one summation order everywhere and
+costs nothing measurable: fit + transform took 1.2-1.3 s pinned against 1.5-10 s at 2 threads on a busy
+2-core machine, in an embed stage dominated by Kiwi. The TF-IDF matrix (sparse, single-threaded) and Kiwi's
+morphemes are the same at any thread count.
 """
 
 from __future__ import annotations
@@ -13,6 +22,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from ..kiwi import get_kiwi, kiwi_version
+from ..threads import one_thread
 
 
 def _identity(tokens):
@@ -67,11 +77,13 @@ class TfidfEncoder:
             fit_on = tfidf
             if n > self.svd_rows:
                 fit_on = tfidf[np.sort(np.random.default_rng(self.seed).choice(n, self.svd_rows, replace=False))]
-            svd = TruncatedSVD(n_components=components, random_state=self.seed).fit(fit_on)
+            with one_thread("blas"):
+                svd = TruncatedSVD(n_components=components, random_state=self.seed).fit(fit_on)
         for start in range(0, n, batch_rows):
             batch = np.zeros((min(batch_rows, n - start), self.dims), dtype=np.float32)
             if svd is not None:
-                batch[:, :components] = svd.transform(tfidf[start:start + batch_rows])
+                with one_thread("blas"):  # sparse × dense today (no BLAS), but pinned in case that changes
+                    batch[:, :components] = svd.transform(tfidf[start:start + batch_rows])
             norms = np.linalg.norm(batch, axis=1, keepdims=True)
             np.divide(batch, norms, out=batch, where=norms > 0)
             yield batch

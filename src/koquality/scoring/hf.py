@@ -14,7 +14,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..torch_utils import (import_torch, load_options, resolve_device, resolve_dtype, right_padded,
+from ..torch_utils import (from_pretrained, import_torch, load_options, resolve_device, resolve_dtype, right_padded,
                            token_budget_batches)
 from . import SCORE_DTYPE
 
@@ -38,8 +38,8 @@ class HFScorer:
         self.batch_tokens = batch_tokens or (2048 if self.device == "cpu" else 32768)
         self.max_length, self.add_bos = max_length, add_bos
         options = load_options(revision, trust_remote_code)
-        self.tokenizer = AutoTokenizer.from_pretrained(model, **options)
-        self.model = AutoModelForCausalLM.from_pretrained(model, dtype=self.dtype, **options).to(self.device).eval()
+        self.tokenizer = from_pretrained(AutoTokenizer, model, "a tokenizer", **options)
+        self.model = from_pretrained(AutoModelForCausalLM, model, "a causal LM", dtype=self.dtype, **options).to(self.device).eval()
         # Some polyglot-ko revisions ship a pad token outside the vocabulary; pads are masked anyway, so any
         # valid id will do: EOS. The embeddings are never resized.
         eos = self.tokenizer.eos_token_id

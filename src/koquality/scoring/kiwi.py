@@ -22,8 +22,13 @@ class KiwiScorer:
 
     def score(self, texts: Sequence[str]) -> np.ndarray:
         out = np.empty(len(texts), SCORE_DTYPE)
+        log_ppl = np.empty(len(texts))
         for i, candidates in enumerate(get_kiwi(self.num_workers).analyze(list(texts), top_n=1)):
             tokens, log_prob = candidates[0]
             n = len(tokens)
-            out[i] = (math.exp(-log_prob / n) if n else math.nan, n)
+            log_ppl[i] = -log_prob / n if n else math.nan
+            out["n_tokens"][i] = n
+        # Garbled text can have a log-perplexity past 709, beyond float64: its perplexity is infinite, not an error.
+        with np.errstate(over="ignore"):
+            out["ppl"] = np.exp(log_ppl)
         return out
