@@ -1,9 +1,13 @@
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
+
+# koquality's cache (converted KoBEST task files) goes to a folder of the test session, not the user's ~/.cache.
+os.environ.setdefault("KOQUALITY_CACHE", tempfile.mkdtemp(prefix="koquality-cache-"))
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("KOQUALITY_SHARED_DATA", REPO.parent / "shared" / "data"))
@@ -24,3 +28,11 @@ def koquality(*args, cwd=None, check=True):
     if check and proc.returncode != 0:
         raise AssertionError(f"koquality {' '.join(map(str, args))} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
     return proc
+
+
+@pytest.fixture
+def hub_reachable(monkeypatch):
+    """For tests that stand in for the hub (a patched `load_dataset`): koquality's probe of the hub says yes."""
+    from koquality import hub
+
+    monkeypatch.setattr(hub, "unreachable", lambda: None)

@@ -24,6 +24,8 @@ from koquality.evaluate import (
     lm_eval_args,
     load_results,
     markdown_table,
+    cache_dir,
+    kobest_task_dir,
     offline_tasks,
     task_names,
 )
@@ -184,8 +186,9 @@ def test_fixture_all_five_tasks(fixture_run):
     assert result["kobest"]["source"] == "dir" and result["kobest"]["dir"] == str(FIXTURE.resolve())
     assert result["lm_eval_version"] == lm_eval.__version__
     assert result["num_fewshot"] == 0 and result["limit"] is None and result["adapter"] is None
-    tasks_dir = output.parent / "tiny_tasks"
+    tasks_dir = kobest_task_dir(FIXTURE, TASKS)  # the converted data lives in koquality's cache, not beside the results
     assert sorted(p.name for p in tasks_dir.glob("*.yaml")) == sorted(f"{t}.yaml" for t in TASKS)
+    assert tasks_dir.is_relative_to(cache_dir()) and sorted(p.name for p in output.parent.iterdir()) == ["tiny.json", "tiny.md"]
 
 
 def test_written_json_and_markdown(fixture_run):
@@ -381,7 +384,7 @@ def test_missing_lm_eval_names_the_extra(tiny_lm, tmp_path, monkeypatch):
 
 
 
-def test_hub_run_is_the_same_tasks_as_the_offline_run(tiny_lm, fixture_run, tmp_path, monkeypatch):
+def test_hub_run_is_the_same_tasks_as_the_offline_run(tiny_lm, fixture_run, tmp_path, monkeypatch, hub_reachable):
     """The online path with the hub dataset stood in for by the fixture's rows: lm-eval's tasks by name,
     results keyed and valued exactly as the offline run's."""
     import datasets

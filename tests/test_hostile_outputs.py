@@ -111,7 +111,7 @@ def test_binary_extra_columns_and_nested_values_in_every_format(tmp_path):
 
 def test_garbled_instruction_scores_infinite_perplexity_and_the_run_goes_on(tmp_path):
     random.seed(3)
-    garbled = "".join(chr(random.randint(0xAC00, 0xD7A3)) for _ in range(60))
+    garbled = "".join(chr(random.randint(0xAC00, 0xD7A3)) for _ in range(200))  # log-perplexity past 709
     rows = [{"instruction": garbled, "output": "무슨 말인지 모르겠어요."}]
     rows += [{"instruction": f"{i}번째 질문에 답해 주세요.", "output": f"{i}번째 답입니다."} for i in range(20)]
     source = tmp_path / "g.jsonl"

@@ -57,7 +57,7 @@ def test_each_adapter_on_hub_schema_files(tmp_path):
     assert (oig["instruction"], oig["output"], oig["user"]) == ("달걀은 어떻게 삶나요?", "끓는 물에 넣으세요.", "How do I boil an egg?")
 
 
-def test_paper_recipe_resolves_to_hub_calls(monkeypatch):
+def test_paper_recipe_resolves_to_hub_calls(monkeypatch, hub_reachable):
     import datasets
 
     calls = []
@@ -79,7 +79,7 @@ def test_paper_recipe_resolves_to_hub_calls(monkeypatch):
     assert (recipe.sample.method, recipe.sample.ratio, recipe.export.template) == ("ppl", 0.01, "paper")
 
 
-def test_hub_failure_is_one_clear_line(monkeypatch):
+def test_hub_failure_is_one_clear_line(monkeypatch, hub_reachable):
     import datasets
 
     from koquality.errors import KoqualityError
@@ -92,7 +92,7 @@ def test_hub_failure_is_one_clear_line(monkeypatch):
         ingest([SourceSpec("nlpai-lab/kullm-v2")])
 
 
-def test_hub_split_and_config_reach_load_dataset(monkeypatch, tmp_path):
+def test_hub_split_and_config_reach_load_dataset(monkeypatch, tmp_path, hub_reachable):
     import datasets
 
     calls = []

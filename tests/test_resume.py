@@ -62,10 +62,11 @@ def test_sigkill_during_scoring_resumes_to_identical_output(tmp_path):
     source = corpus_file(tmp_path)
     recipe = recipe_file(tmp_path, source)
     koquality("run", "--recipe", recipe, "--output", tmp_path / "whole")
-    shards_at_kill = kill_when("scores/*/shard-*.parquet", tmp_path / "killed", recipe)
+    # sealed shards (a shard renamed into place but killed before its marker is recomputed, as it should be)
+    shards_at_kill = kill_when("scores/*/shard-*.parquet.done", tmp_path / "killed", recipe)
     assert 3 <= shards_at_kill < 60 and not (tmp_path / "killed" / "manifest.json").exists()
-    assert not list((tmp_path / "killed").rglob("*.tmp"))  # atomic writes leave no half-written files
     koquality("run", "--recipe", recipe, "--output", tmp_path / "killed")
+    assert not list((tmp_path / "killed").rglob("*.tmp"))  # what the kill left half-written is gone
     manifest = json.loads((tmp_path / "killed" / "manifest.json").read_text(encoding="utf-8"))
     assert manifest["stages"]["score"]["from_cache"] >= shards_at_kill * 100
     assert manifest["stages"]["score"]["scored"] == 6000 - manifest["stages"]["score"]["from_cache"]
@@ -82,7 +83,7 @@ def test_sigkill_during_hf_embedding_resumes(tmp_path):
     recipe = recipe_file(tmp_path, source, embed={"encoder": "hf", "model": str(model), "device": "cpu",
                                                   "shard_rows": 100, "dims": 256})
     koquality("run", "--recipe", recipe, "--output", tmp_path / "whole")
-    kill_when("vectors/*/shard-*.npz", tmp_path / "killed", recipe)
+    kill_when("vectors/*/shard-*.npz.done", tmp_path / "killed", recipe)
     koquality("run", "--recipe", recipe, "--output", tmp_path / "killed")
     manifest = json.loads((tmp_path / "killed" / "manifest.json").read_text(encoding="utf-8"))
     assert 0 < manifest["stages"]["embed"]["embedded"] < 4000

@@ -11,12 +11,16 @@ from koquality.kiwi import get_kiwi
 from koquality.scoring import make_scorer, score
 
 
-def test_kiwi_ppl_is_exp_of_negative_logprob_per_morpheme():
+def test_kiwi_ppl_is_exp_of_negative_logprob_per_prediction():
+    """Issue 11's formula on a text with no foreign spelling: (−log P(analysis) − H₀) / (morphemes + 1);
+    test_kiwi_scorer.py checks the rest."""
+    from koquality.scoring.kiwi import start_entropy
+
     text = "오늘은 날씨가 맑아서 공원에서 산책을 했다."
     tokens, log_prob = get_kiwi().analyze(text, top_n=1)[0]
     result = make_scorer("kiwi").score([text])
-    assert result["n_tokens"][0] == len(tokens) > 0
-    assert result["ppl"][0] == pytest.approx(math.exp(-log_prob / len(tokens)), rel=1e-9)
+    assert result["n_tokens"][0] == len(tokens) + 1 > 1
+    assert result["ppl"][0] == pytest.approx(math.exp((-log_prob - start_entropy()) / (len(tokens) + 1)), rel=1e-9)
 
 
 def test_fluent_korean_scores_lower_than_noise():

@@ -13,15 +13,65 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
+import typer.core
 from rich.console import Console
 from rich.table import Table
 
 from . import progress
 from .errors import MAX_SEED, KoqualityError, check_range
 
+def _type_label(param, ctx) -> str | None:
+    """click's style in the help's type column: `--recipe RECIPE`, a flag without one (typer's own
+    `<bool>` / `<list[str]>` labels read like Python, not like a command line)."""
+    if getattr(param, "is_flag", False):
+        return None
+    label = param.metavar or (param.name or "").upper()
+    return f"{label}..." if param.nargs == -1 else label
+
+
+for _kind in ("TyperOption", "TyperArgument"):
+    if hasattr(typer.core, _kind):
+        getattr(typer.core, _kind).display_type_rich = _type_label
+
+SOURCES_HELP = ("files (.jsonl .json .csv .tsv, also .gz/.bz2/.xz/.zst; .parquet .arrow), datasets save_to_disk "
+                "folders, directories, globs or hub ids (org/name)")
+
+# The source options `ingest`, `run` and `sweep` share (None: the source's own default, or the recipe's).
+SOURCE_NAMES = typer.Option(None, "--source", help="a name per SRC, in order (default: the file name)")
+SOURCE_MAP = typer.Option(None, "--map", help="FIELD=SOURCE_FIELD for every source, NAME:FIELD=SOURCE_FIELD for one; join fields with +")
+SPLIT = typer.Option(None, help="hub datasets and save_to_disk folders: the split [default: train]")
+CONFIG = typer.Option(None, help="hub datasets: the configuration")
+ENCODING = typer.Option(None, help="text encoding of the files, e.g. cp949 [default: utf-8]")
+TURNS = typer.Option(None, help="chats: first (first user turn + reply) or all (one row per reply) [default: first]")
+QUOTING = typer.Option(None, help="CSV/TSV: auto (quotes in .csv, none in .tsv), quotes or none [default: auto]")
+ON_ERROR = typer.Option(None, help="raise: stop at a broken record; skip: drop it with its reason [default: raise]")
+MAX_CHARS = typer.Option(None, help="drop rows longer than this many characters [default: 20000]")
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Curate small, high-quality Korean instruction-tuning datasets (KoQuality).")
 console = Console(stderr=True)
+
+
+def _version(value: bool) -> None:
+    if value:
+        from . import __version__
+
+        print(f"koquality {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="print koquality's version and exit"),
+          threads: Optional[int] = typer.Option(None, "--threads", metavar="N",
+                                                help="worker threads for Kiwi, torch, BLAS and faiss (default: the CPUs "
+                                                     "this process may use, not the machine's core count)")) -> None:
+    """Curate small, high-quality Korean instruction-tuning datasets (KoQuality)."""
+    from .threads import set_threads
+
+    if threads is not None:
+        check_range("--threads", threads, 1)
+    set_threads(threads)
 
 
 def _summary(title: str, rows: list[tuple[str, object]]) -> None:
@@ -34,19 +84,26 @@ def _summary(title: str, rows: list[tuple[str, object]]) -> None:
 
 
 @app.command()
-def run(recipe: str = typer.Option("demo", help="demo, paper, or a recipe .yaml file"),
+def run(sources: Optional[List[str]] = typer.Argument(None, metavar="[SRC...]", help="sources instead of the recipe's: " + SOURCES_HELP),
+        recipe: str = typer.Option("demo", help="demo, paper, or a recipe .yaml file"),
         output: Optional[Path] = typer.Option(None, help="run directory (default: runs/<recipe name>)"),
         force: bool = typer.Option(False, help="replace a run directory that holds a different recipe"),
         report: bool = typer.Option(True, help="write report.html at the end"),
         train: Optional[str] = typer.Option(None, "--train", help="then fine-tune this model (hub id or path) on the selection"),
         eval: bool = typer.Option(False, "--eval", help="then evaluate the fine-tuned model on KoBEST"),
         kobest_dir: Optional[Path] = typer.Option(None, help="--eval offline: the KoBEST TSV folder"),
-        limit: Optional[float] = typer.Option(None, help="--eval: examples per task (smoke runs only)")):
+        limit: Optional[float] = typer.Option(None, help="--eval: examples per task (smoke runs only)"),
+        reproduce: Optional[str] = typer.Option(None, help="original: the original KoQuality code's k-means (sklearn per length group on its row order) and sampling by ppl rounded to 2 decimals"),
+        source: Optional[List[str]] = SOURCE_NAMES, map: Optional[List[str]] = SOURCE_MAP,
+        split: Optional[str] = SPLIT, config: Optional[str] = CONFIG, encoding: Optional[str] = ENCODING,
+        turns: Optional[str] = TURNS, quoting: Optional[str] = QUOTING, on_error: Optional[str] = ON_ERROR,
+        max_chars: Optional[int] = MAX_CHARS):
     """Run the whole pipeline: ingest → score → embed → cluster → sample → export → report (→ train → eval)."""
     from .pipeline import run as run_pipeline
     from .recipe import load_recipe, parse_recipe
 
-    loaded = load_recipe(recipe)
+    loaded = _with_sources(load_recipe(recipe), sources, source, map, on_error, max_chars, split=split, config=config,
+                           encoding=encoding, turns=turns, quoting=quoting)
     if (eval or kobest_dir or limit) and not train and loaded.train is None:
         raise KoqualityError("--eval evaluates the model that --train fine-tunes: add --train MODEL (hub id or path)")
     if train or eval or kobest_dir or limit:
@@ -57,10 +114,15 @@ def run(recipe: str = typer.Option("demo", help="demo, paper, or a recipe .yaml 
             data["eval"] = {**(data.get("eval") or {}), **({"kobest_dir": str(kobest_dir)} if kobest_dir else {}),
                             **({"limit": limit} if limit else {})}
         loaded = parse_recipe(data, "--train/--eval")
+    if reproduce:
+        from .clustering import check_reproduce
+
+        check_reproduce(reproduce)
+        loaded = parse_recipe({**loaded.model_dump(), "reproduce": reproduce}, "--reproduce")
     result = run_pipeline(loaded, output or Path("runs") / loaded.name, force=force, report=report)
     from .report import summary_rows
 
-    rows = summary_rows(result.manifest)
+    rows = summary_rows(result.manifest) + _cell_rows(result.manifest)
     rows += [("selection", str(result.selection_path)), ("training text", str(result.run_dir / result.manifest["files"]["export"]))]
     if report:
         rows += [("report", str(result.run_dir / "report.html"))]
@@ -71,6 +133,15 @@ def run(recipe: str = typer.Option("demo", help="demo, paper, or a recipe .yaml 
     _summary(f"koquality run: {loaded.name} → {result.run_dir}", rows)
 
 
+def _cell_rows(manifest: dict) -> list[tuple[str, object]]:
+    """The selection against its ratio: a collapsed cell (fewer than 1/N rows) is why they differ."""
+    cells = manifest.get("cells")
+    if not cells:
+        return []
+    return [("effective ratio", f"{cells['effective_ratio']:.2%} (N = {cells['ratio']:g})"),
+            ("cells below 1/N rows", f"{cells['cells_below_1_over_n']:,} of {cells['cells']:,}")]
+
+
 def _numbers(text: str, kind, option: str) -> list:
     try:
         return [kind(v) for v in text.split(",") if v.strip()]
@@ -79,7 +150,7 @@ def _numbers(text: str, kind, option: str) -> list:
 
 
 @app.command()
-def sweep(inputs: Optional[List[str]] = typer.Argument(None, help="sources (default: the recipe's, or the demo corpus)"),
+def sweep(inputs: Optional[List[str]] = typer.Argument(None, metavar="[SRC...]", help="sources instead of the recipe's (default: the demo corpus): " + SOURCES_HELP),
           recipe: Optional[str] = typer.Option(None, help="demo, paper, or a recipe .yaml file"),
           len_groups: str = typer.Option("1,5,10,20", help="L values"),
           k: str = typer.Option("1,10,20,50,100", help="K values"),
@@ -87,21 +158,24 @@ def sweep(inputs: Optional[List[str]] = typer.Argument(None, help="sources (defa
           ratio: str = typer.Option("0.1,0.05,0.01", help="N values"),
           output: Path = typer.Option(Path("runs/sweep"), help="run directory"),
           force: bool = typer.Option(False, help="replace a run directory that holds a different recipe"),
-          report: bool = typer.Option(True, help="write report.html at the end")):
+          report: bool = typer.Option(True, help="write report.html at the end"),
+          source: Optional[List[str]] = SOURCE_NAMES, map: Optional[List[str]] = SOURCE_MAP,
+          split: Optional[str] = SPLIT, config: Optional[str] = CONFIG, encoding: Optional[str] = ENCODING,
+          turns: Optional[str] = TURNS, quoting: Optional[str] = QUOTING, on_error: Optional[str] = ON_ERROR,
+          max_chars: Optional[int] = MAX_CHARS):
     """The paper's experiment grid: every (L, K, method, N) selection, scoring and embedding once."""
     from .recipe import load_recipe, parse_recipe
     from .report import summary_rows
     from .sweep import sweep as run_sweep
 
-    base = load_recipe(recipe or "demo")
+    base = _with_sources(load_recipe(recipe or "demo"), inputs, source, map, on_error, max_chars, split=split,
+                         config=config, encoding=encoding, turns=turns, quoting=quoting)
     if inputs:
-        data = base.model_dump()
-        data.update(name="sweep", sources=[{"path": p} for p in inputs])
-        base = parse_recipe(data, "sweep")
+        base = parse_recipe({**base.model_dump(), "name": "sweep"}, "sweep")
     result = run_sweep(base, output, _numbers(len_groups, int, "--len-groups"), _numbers(k, int, "--k"),
                        [m.strip() for m in method.split(",") if m.strip()], _numbers(ratio, float, "--ratio"),
                        force=force, report=report)
-    rows = summary_rows(result.manifest) + [("sweep table", str(result.run_dir / "sweep.csv"))]
+    rows = summary_rows(result.manifest) + _cell_rows(result.manifest) + [("sweep table", str(result.run_dir / "sweep.csv"))]
     if report:
         rows += [("report", str(result.run_dir / "report.html"))]
     _summary(f"koquality sweep → {result.run_dir}", rows)
@@ -127,7 +201,7 @@ def inspect(run_dir: Path = typer.Argument(..., help="a run or sweep directory")
     if not manifest_path.exists():
         raise KoqualityError(f"{run_dir}: not a koquality run directory (no manifest.json)")
     manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    _summary(f"{manifest['name']}: {run_dir}", summary_rows(manifest) + [("selection", manifest["files"]["selection"])])
+    _summary(f"{manifest['name']}: {run_dir}", summary_rows(manifest) + _cell_rows(manifest) + [("selection", manifest["files"]["selection"])])
 
 
 def _source_specs(sources: list[str], names: list[str] | None, maps: list[str] | None, **options) -> list:
@@ -148,32 +222,53 @@ def _source_specs(sources: list[str], names: list[str] | None, maps: list[str] |
     unknown = set(per_source) - set(names)
     if unknown:
         raise KoqualityError(f"--map {sorted(unknown)[0]}:…: no source is named {sorted(unknown)[0]!r} (name sources with --source)")
-    return [SourceSpec(path=src, source=name, map=shared + per_source.get(name, []) or None, **options)
+    given = {k: v for k, v in options.items() if v is not None}
+    return [SourceSpec(path=src, source=name, map=shared + per_source.get(name, []) or None, **given)
             for src, name in zip(sources, names or [None] * len(sources))]
 
 
+def _with_sources(recipe, sources: list[str] | None, names, maps, on_error: str | None, max_chars: int | None,
+                  **options):
+    """`recipe` with the sources named on the command line (and the ingest options given) instead of its own:
+    `run` and `sweep` read sources exactly as `ingest` does."""
+    from dataclasses import asdict
+
+    from .recipe import parse_recipe
+    from .sources import parse_map
+
+    if not sources and (names or maps or any(v is not None for v in options.values())):
+        raise KoqualityError("--source, --map and the other source options apply to sources named on the command "
+                             "line (SRC...); a recipe's sources take their options in the recipe")
+    if not sources and on_error is None and max_chars is None:
+        return recipe
+    data = recipe.model_dump()
+    if sources:
+        specs = [asdict(s) for s in _source_specs(sources, names, maps, **options)]
+        for spec in specs:
+            spec["map"] = {target: "+".join(fields) for target, fields in parse_map(spec["map"]).items()}
+        data["sources"] = specs
+    data["ingest"].update({k: v for k, v in dict(on_error=on_error, max_chars=max_chars).items() if v is not None})
+    return parse_recipe(data, "the command line")
+
+
 @app.command()
-def ingest(sources: List[str] = typer.Argument(..., help="files (.jsonl .json .csv .tsv .parquet), directories, globs or hub ids (org/name)"),
+def ingest(sources: List[str] = typer.Argument(..., metavar="SRC...", help=SOURCES_HELP),
            output: Path = typer.Option(..., help="corpus file to write"),
-           source: Optional[List[str]] = typer.Option(None, "--source", help="a name per SRC, in order (default: the file name)"),
-           map: Optional[List[str]] = typer.Option(None, "--map", help="FIELD=SOURCE_FIELD for every source, NAME:FIELD=SOURCE_FIELD for one; join fields with +"),
-           split: str = typer.Option("train", help="hub datasets: the split"),
-           config: Optional[str] = typer.Option(None, help="hub datasets: the configuration"),
-           encoding: str = typer.Option("utf-8", help="text encoding of the files, e.g. cp949"),
-           turns: str = typer.Option("first", help="chats: first (first user turn + reply) or all (one row per reply)"),
-           quoting: str = typer.Option("auto", help="CSV/TSV: auto (quotes in .csv, none in .tsv), quotes or none"),
-           on_error: str = typer.Option("raise", help="raise: stop at a broken record; skip: drop it with its reason"),
-           max_chars: int = typer.Option(20_000, help="drop rows longer than this many characters"),
+           source: Optional[List[str]] = SOURCE_NAMES, map: Optional[List[str]] = SOURCE_MAP,
+           split: Optional[str] = SPLIT, config: Optional[str] = CONFIG, encoding: Optional[str] = ENCODING,
+           turns: Optional[str] = TURNS, quoting: Optional[str] = QUOTING, on_error: Optional[str] = ON_ERROR,
+           max_chars: Optional[int] = MAX_CHARS,
            dropped: Optional[Path] = typer.Option(None, help="where dropped rows go (default: <output>.dropped.parquet)")):
     """Read, map, clean, drop empty/too long/broken rows and exact duplicates; add id, source, len."""
     from .ingest import ingest as ingest_sources
     from .tables import table_format, write_table
 
     table_format(output)
-    check_range("--max-chars", max_chars, 1)
     specs = _source_specs(sources, source, map, split=split, config=config, encoding=encoding, turns=turns,
                           quoting=quoting)
-    result = ingest_sources(specs, on_error=on_error, max_chars=max_chars)
+    if max_chars is not None:
+        check_range("--max-chars", max_chars, 1)
+    result = ingest_sources(specs, **{k: v for k, v in dict(on_error=on_error, max_chars=max_chars).items() if v is not None})
     for name, mapping in result.mappings.items():
         console.print(f"[bold]{name}[/]: {mapping}", highlight=False)
     dropped_path = dropped or output.with_name(f"{output.stem}.dropped.parquet")
@@ -250,7 +345,12 @@ def cluster(input: Path, vectors: Path = typer.Option(..., help=".npy from koqua
             k: int = typer.Option(..., help="K: clusters per length group"),
             output: Path = typer.Option(...), seed: int = typer.Option(42),
             n_init: int = typer.Option(10, help="k-means restarts (the paper: 10)"),
-            device: str = typer.Option("cpu", help="cpu (faiss) or cuda (faiss-gpu when installed, else torch)")):
+            device: str = typer.Option("cpu", help="cpu (faiss) or cuda (faiss-gpu when installed, else torch)"),
+            reproduce: Optional[str] = typer.Option(None, help="original: the original KoQuality code's k-means (sklearn per length group on its row order) and sampling by ppl rounded to 2 decimals"),
+        source: Optional[List[str]] = SOURCE_NAMES, map: Optional[List[str]] = SOURCE_MAP,
+        split: Optional[str] = SPLIT, config: Optional[str] = CONFIG, encoding: Optional[str] = ENCODING,
+        turns: Optional[str] = TURNS, quoting: Optional[str] = QUOTING, on_error: Optional[str] = ON_ERROR,
+        max_chars: Optional[int] = MAX_CHARS):
     """Add len_group and cluster."""
     from .clustering import cluster as cluster_table
     from .tables import load_vectors, read_table, table_format, write_json, write_table
@@ -259,7 +359,7 @@ def cluster(input: Path, vectors: Path = typer.Option(..., help=".npy from koqua
     check_range("--seed", seed, 0, MAX_SEED)
     check_range("--n-init", n_init, 1)
     result = cluster_table(read_table(input), load_vectors(vectors), len_groups, k, seed=seed, n_init=n_init,
-                           device=device)
+                           device=device, reproduce=reproduce)
     write_table(result.table, output)
     write_json(result.info, output.with_name(f"{output.stem}.clusters.json"))
     rows = [(f"group {g['len_group']} (len ≥ {b:g})", f"{g['rows']:,} rows, k={g['k']}")
@@ -270,7 +370,12 @@ def cluster(input: Path, vectors: Path = typer.Option(..., help=".npy from koqua
 @app.command()
 def sample(input: Path, method: str = typer.Option(..., help="rand, ppl or ppl_h"),
            ratio: float = typer.Option(..., help="N: share of each cell to keep"),
-           output: Path = typer.Option(...), seed: int = typer.Option(42)):
+           output: Path = typer.Option(...), seed: int = typer.Option(42),
+           reproduce: Optional[str] = typer.Option(None, help="original: the original KoQuality code's k-means (sklearn per length group on its row order) and sampling by ppl rounded to 2 decimals"),
+        source: Optional[List[str]] = SOURCE_NAMES, map: Optional[List[str]] = SOURCE_MAP,
+        split: Optional[str] = SPLIT, config: Optional[str] = CONFIG, encoding: Optional[str] = ENCODING,
+        turns: Optional[str] = TURNS, quoting: Optional[str] = QUOTING, on_error: Optional[str] = ON_ERROR,
+        max_chars: Optional[int] = MAX_CHARS):
     """Keep a ratio N of every (length group, cluster) cell."""
     from .sampling import sample as sample_table
     from .tables import read_table, table_format, write_table
@@ -278,7 +383,7 @@ def sample(input: Path, method: str = typer.Option(..., help="rand, ppl or ppl_h
     table_format(output)
     check_range("--seed", seed, 0, MAX_SEED)
     table = read_table(input)
-    result = sample_table(table, method, ratio, seed=seed)
+    result = sample_table(table, method, ratio, seed=seed, reproduce=reproduce)
     write_table(result, output)
     _summary(f"sample → {output}", [("rows in", table.num_rows), ("selected", result.num_rows)])
 
@@ -293,6 +398,8 @@ def export(input: Path, output: Path = typer.Option(...),
     from .tables import read_table
 
     table = read_table(input)
+    if not table.num_rows:
+        logging.getLogger("koquality").warning("%s has no rows: the export is empty", input)
     path = export_table(table, output, format=format, template=template, force=force)
     _summary(f"export → {path}", [("rows", table.num_rows), ("template", template)])
 
@@ -301,7 +408,7 @@ def export(input: Path, output: Path = typer.Option(...),
 def train(selection: str = typer.Argument(..., help="a run directory, a selection/training-text file (.jsonl .parquet .csv .json) or a saved datasets directory"),
           model: Optional[str] = typer.Option(None, help="hub id or local path of the causal LM (paper: EleutherAI/polyglot-ko-5.8b)"),
           output: Path = typer.Option(..., help="directory for the model, tokenizer, koquality-train.json, loss.jsonl, checkpoints"),
-          preset: str = typer.Option("paper", help="paper (the paper's full fine-tuning) or lora (one GPU)"),
+          preset: str = typer.Option("paper", help="paper (the paper's README settings), paper-script (what the original's training script ran: 5 % held out and evaluated, DeepSpeed's WarmupLR, global batch 64, fp16) or lora (one GPU)"),
           max_steps: Optional[int] = typer.Option(None, help="stop after this many optimizer steps (overrides --epochs)"),
           epochs: Optional[float] = typer.Option(None, help="paper: 2"),
           lr: Optional[float] = typer.Option(None, help="paper: 5e-5"),
@@ -311,7 +418,7 @@ def train(selection: str = typer.Argument(..., help="a run directory, a selectio
           batch_size: Optional[int] = typer.Option(None, help="per device (paper: 4)"),
           global_batch_size: Optional[int] = typer.Option(None, help="batch × accumulation × processes (paper: 256)"),
           grad_accum: Optional[int] = typer.Option(None, help="gradient accumulation steps (replaces --global-batch-size)"),
-          precision: Optional[str] = typer.Option(None, help="auto (bf16 where supported, fp16 on older GPUs, fp32 on CPU), bf16, fp16, fp32"),
+          precision: Optional[str] = typer.Option(None, help="auto (bf16 where supported, fp16 on older GPUs, fp32 on CPU), auto-fp16 (fp16 on a GPU, fp32 on CPU), bf16, fp16, fp32"),
           gradient_checkpointing: Optional[bool] = typer.Option(None, "--gradient-checkpointing/--no-gradient-checkpointing"),
           lora: Optional[bool] = typer.Option(None, "--lora/--no-lora", help="train LoRA adapters with peft instead of every weight"),
           lora_r: Optional[int] = typer.Option(None, help="LoRA rank (default 16)"),

@@ -20,6 +20,18 @@ of that 28K-row run (L=5) took 0.9 s (K=10) / 2.1 s (K=20) / 12 s (K=100) pinned
 with 2 threads per library, and 12-50 s at K=20 when other processes kept the cores busy. The cost is for one
 large Lloyd run on an idle many-core machine, where faiss no longer parallelises: 113K rows × K=100 × 25
 iterations took 2.4 s on one thread, 1.5 s on two.
+
+`reproduce="original"` (recipe `reproduce: original`, `--reproduce original`): the original KoQuality code's
+partitions. Its generate_perplexity.py stored `round(ppl, 2)` and sorted the rows by (`len`, rounded `ppl`)
+(pandas `sort_values` on two columns: stable); generate_sentence_embedding_clustering.py split that table
+into the same length groups, embedded each group in that row order and fitted
+`sklearn.cluster.KMeans(random_state=42, n_clusters=K, n_init=10)` per group, its labels assigned back by
+position. This mode does exactly that: the group's vectors in the original's row order (ties in length and
+rounded perplexity in table order, which is the original's on identical inputs), `KMeans(n_clusters=K,
+random_state=seed, n_init=n_init)` with the recipe's seed (42, the original's constant) for every group,
+labels mapped back to the table's rows, BLAS and OpenMP at one thread. It adds `ppl_rounded`, the perplexity
+the original sorted and sampled by (`ppl` itself stays as scored). K is still clamped to a group's rows, where
+the original's KMeans would have raised. sklearn's k-means is far slower than the default's on large groups.
 """
 
 from __future__ import annotations
@@ -60,6 +72,34 @@ class KMeansResult:
 
 
 KMEANS_BACKENDS = ("auto", "faiss", "torch")
+REPRODUCE = ("original",)  # `reproduce:` values; None is koquality's own k-means
+
+
+def check_reproduce(reproduce: str | None) -> None:
+    if reproduce is not None and reproduce not in REPRODUCE:
+        raise KoqualityError(f"--reproduce {reproduce}: expected {', '.join(REPRODUCE)} (or leave it out)")
+
+
+def round_ppl(ppl) -> np.ndarray:
+    """`round(ppl, 2)` row by row with Python's correctly rounded `round`, as the original stored perplexity."""
+    return np.array([round(float(p), 2) for p in np.asarray(ppl, dtype=np.float64)], dtype=np.float64)
+
+
+def original_order(lengths: np.ndarray, ppl_rounded: np.ndarray) -> np.ndarray:
+    """Row indices in the original's order: by (`len`, rounded `ppl`), ties in table order (np.lexsort is stable,
+    like pandas' sort on two columns)."""
+    return np.lexsort((np.asarray(ppl_rounded), np.asarray(lengths)))
+
+
+def kmeans_original(vectors: np.ndarray, k: int, random_state: int = 42, n_init: int = 10) -> KMeansResult:
+    """The original's `KMeans(random_state=42, n_clusters=K, n_init=10).fit_predict(vectors)`, on the vectors
+    as given (float32 stays float32, as the original's embeddings), with BLAS and OpenMP at one thread."""
+    from sklearn.cluster import KMeans
+
+    with one_thread():
+        model = KMeans(n_clusters=k, random_state=random_state, n_init=n_init)
+        labels = model.fit_predict(np.asarray(vectors))
+    return KMeansResult(labels.astype(np.int64), model.cluster_centers_, float(model.inertia_))
 
 
 def kmeans(vectors: np.ndarray, k: int, seed: int = 0, n_init: int = 10, niter: int = 25,
@@ -98,7 +138,8 @@ def kmeans(vectors: np.ndarray, k: int, seed: int = 0, n_init: int = 10, niter: 
         for restart_seed in seeds[:-1]:
             rng = np.random.default_rng(int(restart_seed))
             sample = arena[np.sort(rng.choice(len(arena), init_sample, replace=False))] if len(arena) > init_sample else arena
-            init, _ = kmeans_plusplus(sample, k, random_state=int(restart_seed) % (2**31))
+            # float64: sklearn upcasts float32 on a slow path (1.5-3× slower for the same picks' quality)
+            init, _ = kmeans_plusplus(sample.astype(np.float64), k, random_state=int(restart_seed) % (2**31))
             result = lloyd(arena, np.ascontiguousarray(init, dtype=np.float32), niter, int(restart_seed) % (2**31))
             if best is None or result.inertia < best.inertia:
                 best = result
@@ -170,11 +211,16 @@ class ClusterResult:
 
 
 def cluster(table: pa.Table, vectors, len_groups: int, k: int, seed: int = 0, n_init: int = 10,
-            niter: int = 25, device: str = "cpu") -> ClusterResult:
+            niter: int = 25, device: str = "cpu", reproduce: str | None = None) -> ClusterResult:
     """Add `len_group` and `cluster` (numbered within its length group) to `table`.
 
-    `vectors`: an array, or a `tables.VectorFile` read one length group at a time (bounded memory)."""
-    require_columns(table, ["len"], "cluster")
+    `vectors`: an array, or a `tables.VectorFile` read one length group at a time (bounded memory).
+    `reproduce="original"`: the original code's k-means (see the module docstring); also adds `ppl_rounded`."""
+    check_reproduce(reproduce)
+    require_columns(table, ["len", "ppl"] if reproduce else ["len"], "cluster")
+    if reproduce and table.column("ppl").null_count:
+        raise KoqualityError(f"cluster: {table.column('ppl').null_count} rows have no ppl; the original's row order "
+                             "needs every row's perplexity (the original dropped such rows first)")
     if k < 1:
         raise KoqualityError(f"--k {k}: must be at least 1")
     if vectors.shape[0] != table.num_rows:
@@ -184,15 +230,24 @@ def cluster(table: pa.Table, vectors, len_groups: int, k: int, seed: int = 0, n_
     clusters = np.zeros(table.num_rows, dtype=np.int32)
     info: dict[str, Any] = {"len_groups": len_groups, "k": k, "seed": seed, "n_init": n_init, "niter": niter,
                             "boundaries": boundaries.tolist(), "groups": [], "clamped": []}
+    if reproduce:
+        ppl_rounded = round_ppl(table.column("ppl").to_numpy())
+        order = original_order(lengths, ppl_rounded)
+        info.update(reproduce=reproduce, kmeans=f"sklearn.cluster.KMeans(n_clusters=K, random_state={seed}, n_init={n_init})",
+                    row_order="len, ppl rounded to 2 decimals, table order")
     with progress.stage("cluster", table.num_rows) as advance:
         for g in range(len_groups):
-            rows = np.flatnonzero(groups == g)
+            # the original's rows: the group's rows in its (len, rounded ppl) order, labels assigned back by position
+            rows = order[groups[order] == g] if reproduce else np.flatnonzero(groups == g)
             k_used = min(k, len(rows))
             entry = {"len_group": g, "rows": int(len(rows)), "k": int(k_used)}
             if len(rows):
                 group_vectors = vectors.rows(rows) if hasattr(vectors, "rows") else vectors[rows]  # VectorFile or array
                 check_finite(group_vectors, f"cluster: length group {g}")
-                result = kmeans(group_vectors, k_used, seed=seed + g, n_init=n_init, niter=niter, device=device)
+                if reproduce:
+                    result = kmeans_original(group_vectors, k_used, random_state=seed, n_init=n_init)
+                else:
+                    result = kmeans(group_vectors, k_used, seed=seed + g, n_init=n_init, niter=niter, device=device)
                 clusters[rows] = result.labels
                 entry["inertia"] = result.inertia
             if k_used < k:
@@ -200,4 +255,7 @@ def cluster(table: pa.Table, vectors, len_groups: int, k: int, seed: int = 0, n_
             info["groups"].append(entry)
             advance(len(rows))
     table = set_column(table, "len_group", pa.array(groups, type=pa.int32()))
-    return ClusterResult(set_column(table, "cluster", pa.array(clusters, type=pa.int32())), info)
+    table = set_column(table, "cluster", pa.array(clusters, type=pa.int32()))
+    if reproduce:
+        table = set_column(table, "ppl_rounded", pa.array(ppl_rounded, type=pa.float64()))
+    return ClusterResult(table, info)

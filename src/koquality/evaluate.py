@@ -28,12 +28,15 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 from collections.abc import Iterable, Iterator, Sequence
 from importlib import import_module
 from pathlib import Path
 from typing import Any
 
+from . import __version__, hub
 from .errors import KoqualityError, missing_extra
+from .recipe import fingerprint
 from .kobest import kobest_rows
 from .tables import atomic_path, write_json
 
@@ -140,6 +143,29 @@ def _write_jsonl(rows: list[dict[str, Any]], path: Path) -> None:
         for row in rows:
             f.write(json.dumps(row, ensure_ascii=False))
             f.write("\n")
+
+
+def cache_dir() -> Path:
+    """koquality's cache: $KOQUALITY_CACHE, else $XDG_CACHE_HOME/koquality, else ~/.cache/koquality."""
+    if os.environ.get("KOQUALITY_CACHE"):
+        return Path(os.environ["KOQUALITY_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "koquality"
+
+
+def kobest_task_dir(kobest_dir: str | Path, tasks: str | Iterable[str] | None = None) -> Path:
+    """Where the offline task files of `kobest_dir` live in the cache: keyed by the folder, its TSVs' sizes
+    and times, the tasks and the installed lm-eval (whose YAMLs they include), so an edited release or another
+    lm-eval gets files of its own."""
+    folder = Path(kobest_dir).resolve()
+    tsvs = sorted((str(p.relative_to(folder)), p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*.tsv")) \
+        if folder.is_dir() else []
+    try:
+        from importlib.metadata import version
+
+        lm_eval_version = version("lm_eval")
+    except Exception:  # not installed: evaluate() names the missing extra itself
+        lm_eval_version = None
+    return cache_dir() / "kobest" / fingerprint(str(folder), tsvs, task_names(tasks), lm_eval_version, __version__)
 
 
 def offline_tasks(kobest_dir: str | Path, out_dir: str | Path, tasks: str | Iterable[str] | None = None) -> list[Path]:
@@ -300,6 +326,7 @@ def lm_eval_args(model: str, tasks: str | Iterable[str] | None = None, num_fewsh
     device = resolve_device(torch, device)
     dtype_name = str(resolve_dtype(torch, dtype, device)).removeprefix("torch.")
     model_args = _model_args(model, dtype_name, revision, trust_remote_code)
+    hub.require(models=[model], datasets=[] if kobest_dir is not None else [HUB_DATASET])
     _check_loadable(model_args)
     if kobest_dir is not None:
         if task_dir is None:
@@ -368,10 +395,11 @@ def evaluate(model: str, output: str | Path, tasks: str | Iterable[str] | None =
              seed: int = 1234, label: str | None = None) -> dict[str, Any]:
     """Zero-shot (by default) KoBEST of `model` with lm-eval; writes `output` (JSON) and its `.md` table and
     returns the JSON. `limit` evaluates only the first N test examples of each task (a smoke test, not a score).
-    Offline (`kobest_dir`), the task files go to `<output stem>_tasks/` beside `output`. `label` names the
-    model's row in tables (default: `model`)."""
+    Offline (`kobest_dir`), the converted data and task files go to koquality's cache (`kobest_task_dir`),
+    not beside `output`: 17 MB that belong to no model. `label` names the model's row in tables (default:
+    `model`)."""
     output = Path(output)
-    task_dir = output.parent / f"{output.stem}_tasks"
+    task_dir = kobest_task_dir(kobest_dir, tasks) if kobest_dir is not None else None
     args = lm_eval_args(model, tasks, num_fewshot=num_fewshot, limit=limit, batch_size=batch_size, device=device,
                         dtype=dtype, kobest_dir=kobest_dir, task_dir=task_dir, revision=revision,
                         trust_remote_code=trust_remote_code, seed=seed)

@@ -19,7 +19,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from .errors import KoqualityError
-from .tables import atomic_path, require_columns, set_column, temporary, write_table
+from .tables import atomic_path, empty_columns, require_columns, set_column, temporary, write_table
 
 TEMPLATES = {
     "paper": "### 질문: {instruction}### 답변: {output}",
@@ -35,6 +35,7 @@ def prompt(instruction: str, input: str | None) -> str:
 def render(table: pa.Table, template: str = "paper") -> pa.Table:
     if template not in TEMPLATES:
         raise KoqualityError(f"--template {template}: expected one of {', '.join(TEMPLATES)}")
+    table = empty_columns(table, ("instruction", "input", "output"))
     require_columns(table, ["instruction", "output"], "export")
     instructions = table.column("instruction").to_pylist()
     inputs = table.column("input").to_pylist() if "input" in table.column_names else [None] * table.num_rows

@@ -155,7 +155,8 @@ class _Ingester:
 
     def __init__(self, max_chars: int):
         self.max_chars = max_chars
-        self.first_seen: dict[bytes, str] = {}  # 16-byte digest of the texts → id of the row kept
+        # 16-byte digest of the texts → the row kept: its id and where it was read (a duplicate's detail names it)
+        self.first_seen: dict[bytes, tuple[str, str, str]] = {}
         self.cleaned: Counter = Counter()
         self.read = 0
         self.maps: dict[str, dict[str, str]] = {}  # source name → file → its mapping, as of its latest chunk
@@ -178,12 +179,13 @@ class _Ingester:
 
         for problem in src.problems:
             drop((None, src.name, str(src.path), problem.location, "malformed", problem.message, None, None, None))
+        path = str(src.path)  # one string shared by the chunk's rows (and the dedup table's entries)
         for i in range(len(src.instruction)):
             name = src.row_sources[i] if src.row_sources is not None else src.name
             texts = tuple(clean(t, self.cleaned) for t in (src.instruction[i], src.input[i], src.output[i]))
             instruction, inp, output = texts
             rid = row_id(name, instruction, inp, output)
-            where = (rid, name, str(src.path), src.locations[i])
+            where = (rid, name, path, src.locations[i])
             chars = sum(map(len, texts))
             digest = hashlib.blake2b("\x1f".join(texts).encode("utf-8"), digest_size=16).digest()
             if not instruction:
@@ -194,9 +196,11 @@ class _Ingester:
             elif chars > self.max_chars:
                 drop((*where, "too_long", f"{chars:,} characters (limit {self.max_chars:,}; raise it with --max-chars)", *texts))
             elif digest in self.first_seen:
-                drop((*where, "duplicate", f"same instruction, input and output as row {self.first_seen[digest]}", *texts))
+                kept_id, kept_file, kept_at = self.first_seen[digest]
+                drop((*where, "duplicate", f"same instruction, input and output as the row kept from {kept_file} "
+                                           f"{kept_at} (id {kept_id})", *texts))
             else:
-                self.first_seen[digest] = rid
+                self.first_seen[digest] = (rid, where[2], src.locations[i])
                 for key, value in zip(kept, (rid, name, instruction, inp, output, clean(src.system[i], self.cleaned),
                                              len(instruction))):
                     kept[key].append(value)

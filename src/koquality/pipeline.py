@@ -4,6 +4,7 @@
 runs/<name>/
   recipe.yaml  corpus.parquet  dropped.parquet  manifest.json  run.log  report.html  figures/
   scores/<scorer>-<key>/shard-NNNNN.parquet   id → ppl, n_tokens (key: the scorer's settings)
+  morphemes/kiwi-<key>/shard-*.parquet        id → Kiwi's morphemes, written by the kiwi scorer, read by TF-IDF
   vectors/<encoder>-<key>.npy                 row i ↔ corpus row i (hf/st also keep shards beside it)
   clusters/len{L}_k{K}.parquet (+ .json: boundaries, clamped K, inertia)
   selections/len{L}_k{K}_m{M}_n{N}.jsonl
@@ -33,15 +34,16 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from . import __version__, cache, progress
+from . import __version__, cache, hub, progress
 from .clustering import cluster
-from .embedding import encoder_for
+from .embedding import cache_parts as encoder_cache_parts, encoder_for
 from .errors import KoqualityError
 from .export import export
 from .ingest import DROPPED_SCHEMA, SourceSpec, ingest_to_parquet
 from .recipe import Recipe, fingerprint
-from .sampling import sample
-from .scoring import score, scorer_for
+from .sampling import cell_summary, sample
+from .morphemes import MorphemeWriter, directory as morpheme_directory, tokens_in_order
+from .scoring import cache_parts as scorer_cache_parts, score, scorer_for
 from .rundir import claimed, remove_temporaries
 from .tables import VectorFile, VectorWriter, atomic_path, check_finite, read_table, write_json, write_table
 
@@ -100,7 +102,7 @@ def check_recipe_dir(run_dir: Path, recipe: Recipe, force: bool) -> None:
         from .recipe import load_recipe
 
         try:
-            previous = load_recipe(saved)
+            previous = load_recipe(saved, relative_to_file=False)
         except KoqualityError as e:
             raise KoqualityError(f"{saved}: damaged, so the run it belongs to is unknown ({e}); "
                                  "use --force to replace it with this recipe") from None
@@ -123,7 +125,8 @@ def scores_cached(table: pa.Table, recipe: Recipe, run_dir: Path, stages: Stages
     config = recipe.score.model_dump()
     backend = {"kiwi": "kiwipiepy", "hf": "transformers"}[recipe.score.scorer]
     skip = ("batch_tokens", "shard_rows")
-    key = fingerprint({k: v for k, v in config.items() if k not in skip}, versions().get(backend))
+    key = fingerprint({k: v for k, v in config.items() if k not in skip}, versions().get(backend),
+                      *scorer_cache_parts(recipe.score.scorer))
     directory = run_dir / "scores" / f"{recipe.score.scorer}-{key}"
     directory.mkdir(parents=True, exist_ok=True)
     shards = [read_table(p) for p in cache.valid_shards(directory, ".parquet")]
@@ -132,10 +135,14 @@ def scores_cached(table: pa.Table, recipe: Recipe, run_dir: Path, stages: Stages
     if missing.num_rows:
         scorer = scorer_for(recipe.score.scorer, config)
         field, size = recipe.score.field, recipe.score.shard_rows
+        # The kiwi scorer's morphemes, kept for TF-IDF when it embeds the same field (see morphemes.py).
+        morphemes = (MorphemeWriter(morpheme_directory(run_dir, field))
+                     if recipe.embed.encoder == "tfidf" and recipe.embed.field == field else None)
         with progress.stage("score", missing.num_rows) as advance:
             for start in range(0, missing.num_rows, size):
                 chunk = missing.slice(start, size).select(["id", field])
-                new = score(chunk, scorer, field=field).select(["id", "ppl", "n_tokens"]).cast(SCORES_SCHEMA)
+                new = score(chunk, scorer, field=field, morphemes=morphemes)
+                new = new.select(["id", "ppl", "n_tokens"]).cast(SCORES_SCHEMA)
                 cache.write_shard(directory, new.column("id").to_pylist(), ".parquet", lambda tmp: pq.write_table(new, tmp))
                 cached = pa.concat_tables([cached, new])
                 advance(chunk.num_rows)
@@ -155,7 +162,7 @@ def vectors_cached(corpus: pa.Table, recipe: Recipe, run_dir: Path, stages: Stag
     backend = {"tfidf": "kiwipiepy", "hf": "transformers", "st": "sentence_transformers"}[encoder]
     skip = ("batch_tokens", "shard_rows")
     key = fingerprint({k: v for k, v in config.items() if k not in skip}, recipe.seed, versions().get(backend),
-                      corpus.column("id").to_pylist() if encoder == "tfidf" else None)
+                      corpus.column("id").to_pylist() if encoder == "tfidf" else None, *encoder_cache_parts(encoder))
     path = run_dir / "vectors" / f"{encoder}-{key}.npy"
     if cache.trusted(path):
         stages.note("embed", cache=str(path.relative_to(run_dir)), from_cache=True)
@@ -164,7 +171,9 @@ def vectors_cached(corpus: pa.Table, recipe: Recipe, run_dir: Path, stages: Stag
         tfidf = encoder_for("tfidf", {**config, "seed": recipe.seed})
         with progress.stage("embed", corpus.num_rows) as advance, \
                 VectorWriter(path, corpus.num_rows, recipe.embed.dims) as writer:
-            for batch in tfidf.encode_batches(corpus.column(recipe.embed.field).to_pylist()):
+            texts = corpus.column(recipe.embed.field).to_pylist()
+            tokens = tokens_in_order(morpheme_directory(run_dir, recipe.embed.field), corpus.column("id"), texts)
+            for batch in tfidf.encode_batches(texts, tokens=tokens):
                 writer.write(batch)
                 advance(len(batch))
         stages.note("embed", embedded=corpus.num_rows)
@@ -300,7 +309,7 @@ def cluster_into(run_dir: Path, prepared: Prepared, recipe: Recipe, len_groups: 
     """Cluster the corpus with (L, K) and write clusters/len{L}_k{K}.parquet and .json."""
     c = recipe.cluster
     clustered = cluster(prepared.corpus, prepared.vectors, len_groups, k, seed=recipe.seed, n_init=c.n_init,
-                        niter=c.niter, device=c.device)
+                        niter=c.niter, device=c.device, reproduce=recipe.reproduce)
     path = run_dir / "clusters" / f"len{len_groups}_k{k}.parquet"
     write_table(clustered.table.select(["id", "len_group", "cluster"]), path)
     write_json(clustered.info, path.with_suffix(".json"))
@@ -331,7 +340,9 @@ def base_manifest(recipe: Recipe, run_dir: Path, prepared: Prepared, stages: Sta
 @contextlib.contextmanager
 def started_run(recipe: Recipe, run_dir: Path, force: bool):
     """Claim `run_dir` for `recipe` (see rundir.py), log to it, remove what an interrupted run left, and
-    prepare the corpus: what `run` and `sweep` both begin with."""
+    prepare the corpus: what `run` and `sweep` both begin with. A hub that the recipe needs but cannot reach
+    stops it before the run directory is made."""
+    hub.require_for_recipe(recipe)
     with claimed(run_dir):
         check_recipe_dir(run_dir, recipe, force)
         with run_log(run_dir):
@@ -341,12 +352,17 @@ def started_run(recipe: Recipe, run_dir: Path, force: bool):
 
 
 def finish_run(recipe: Recipe, run_dir: Path, prepared: Prepared, stages: Stages, started: float, shown: pa.Table,
-               cluster_info: dict[str, Any], report: bool, **files: Path) -> dict[str, Any]:
-    """Write the manifest for the selection `shown`, then (unless `report=False`) report.html."""
+               cluster_info: dict[str, Any], cells: dict[str, Any], report: bool, **files: Path) -> dict[str, Any]:
+    """Write the manifest for the selection `shown` (`cells`: how its cells played out, see
+    sampling.cell_summary), warn when it is empty or far from the ratio, then (unless `report=False`)
+    write report.html."""
     manifest = base_manifest(recipe, run_dir, prepared, stages, started)
     manifest["rows"]["selected"] = shown.num_rows
-    manifest["selected_by_source"] = dict(Counter(shown.column("source").to_pylist()))
+    manifest["selected_by_source"] = dict(Counter(shown.column("source").to_pylist())) if shown.num_rows else {}
     manifest["cluster"] = cluster_info
+    manifest["cells"] = cells
+    if cells["warning"]:
+        log.warning("%s", cells["warning"])
     manifest["files"].update({name: str(path.relative_to(run_dir)) for name, path in files.items()})
     write_json(manifest, run_dir / "manifest.json")
     log.info("rows %s", manifest["rows"])
@@ -365,13 +381,15 @@ def run(recipe: Recipe, run_dir: str | Path, force: bool = False, report: bool =
     with started_run(recipe, run_dir, force) as (stages, prepared, started):
         c, s = recipe.cluster, recipe.sample
         clustered, cluster_path = stages.run("cluster", cluster_into, run_dir, prepared, recipe, c.len_groups, c.k)
-        chosen = stages.run("sample", sample, clustered.table, s.method, s.ratio, seed=recipe.seed)
+        chosen = stages.run("sample", sample, clustered.table, s.method, s.ratio, seed=recipe.seed, reproduce=recipe.reproduce)
+        cells = cell_summary(clustered.table.column("len_group").to_numpy(), clustered.table.column("cluster").to_numpy(),
+                             s.method, s.ratio, chosen.num_rows)
         selection = _full_rows(prepared.corpus_path, chosen)
         selection_path = run_dir / "selections" / f"{recipe.selection_name()}.jsonl"
         write_table(selection, selection_path)
         export_path = run_dir / "export" / f"train{EXPORT_SUFFIX[recipe.export.format]}"
         stages.run("export", export, selection, export_path, format=recipe.export.format, template=recipe.export.template)
-        manifest = finish_run(recipe, run_dir, prepared, stages, started, selection, clustered.info, report,
+        manifest = finish_run(recipe, run_dir, prepared, stages, started, selection, clustered.info, cells, report,
                               clusters=cluster_path, selection=selection_path, export=export_path)
         if recipe.train:
             trained = train_and_evaluate(recipe, run_dir, selection_path, stages)
@@ -505,7 +523,10 @@ def selection_rows(rows: pa.Table, chosen: pa.Table) -> pa.Table:
     """`chosen` (id, len_group, cluster, in selection order) with every corpus column taken from `rows`."""
     ids = chosen.column("id")
     rows = rows.take(pc.index_in(ids, value_set=rows.column("id")))
-    return rows.append_column("len_group", chosen.column("len_group")).append_column("cluster", chosen.column("cluster"))
+    rows = rows.append_column("len_group", chosen.column("len_group")).append_column("cluster", chosen.column("cluster"))
+    if "ppl_rounded" in chosen.column_names:  # reproduce: original sorted and sampled by it
+        rows = rows.append_column("ppl_rounded", chosen.column("ppl_rounded"))
+    return rows
 
 
 def _full_rows(corpus_path: Path, chosen: pa.Table) -> pa.Table:

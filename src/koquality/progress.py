@@ -74,7 +74,12 @@ def rich_reporter(console) -> Reporter:
             try:
                 yield lambda n=1: progress.advance(task, n)
             except BaseException:
-                progress.remove_task(task)  # an error's one-line message should stand alone
+                # an error's one-line message stands alone: no bar, and no blank line where it was (rich
+                # clears a transient display, and prints a newline after any other on a non-terminal)
+                progress.remove_task(task)
+                progress.live.transient = True
+                progress.live.stop()
+                progress.disable = True
                 raise
             done = progress.tasks[-1].completed
             progress.update(task, total=total if total is not None else done, completed=total if total is not None else done)

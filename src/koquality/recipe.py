@@ -106,7 +106,7 @@ class TrainConfig(Section):
     epochs: float = Field(2.0, gt=0)
     max_steps: int | None = Field(None, ge=1)  # overrides epochs
     lr: float = Field(5e-5, gt=0)
-    scheduler: str = "linear"
+    scheduler: str = "linear"  # a transformers SchedulerType, or warmup_lr: DeepSpeed's WarmupLR as the original ran it
     warmup_steps: int = Field(0, ge=0)
     weight_decay: float = Field(0.0, ge=0)
     adam_beta1: float = 0.9
@@ -115,7 +115,7 @@ class TrainConfig(Section):
     batch_size: int = Field(4, ge=1)  # per device
     global_batch_size: int | None = Field(256, ge=1)  # batch × accumulation × processes; None: use grad_accum
     grad_accum: int | None = Field(None, ge=1)
-    precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
+    precision: Literal["auto", "auto-fp16", "bf16", "fp16", "fp32"] = "auto"  # auto-fp16: fp16 on a GPU, fp32 on CPU
     gradient_checkpointing: bool = False
     lora: bool = False
     lora_r: int = Field(16, ge=1)
@@ -128,6 +128,9 @@ class TrainConfig(Section):
     save_total_limit: int = Field(2, ge=1)
     logging_steps: int = Field(1, ge=1)
     seed: int = Field(42, ge=0, le=MAX_SEED)
+    validation: float = Field(0.0, ge=0, lt=1)  # share of the texts held out and evaluated: the first ones (run_clm's train[:5%])
+    eval_steps: int | None = Field(None, ge=1)  # with validation: evaluate every N steps (None: after every epoch)
+    eval_sequences: int | None = Field(None, ge=1)  # evaluate on the first N validation sequences (run_clm's max_eval_samples)
 
     @model_validator(mode="before")
     @classmethod
@@ -153,12 +156,15 @@ class EvalConfig(Section):
     device: str = "auto"
     dtype: str = "auto"
     kobest_dir: str | None = None  # the KoBEST TSV release, for machines without the hub
-    baseline: bool = False  # also evaluate train.model as it was, for the paper's base-vs-tuned table
+    baseline: bool = True  # also evaluate train.model as it was: the base-vs-tuned comparison is the point
 
 
 class Recipe(Section):
     name: str = "run"
     seed: int = Field(42, ge=0, le=MAX_SEED)
+    # original: cluster and sample as the original KoQuality code did (sklearn KMeans on its row order, ppl rounded
+    # to 2 decimals); see clustering.py and sampling.py. None: koquality's own k-means and unrounded ppl.
+    reproduce: Literal["original"] | None = None
     sources: list[SourceConfig]
     ingest: IngestConfig = Field(default_factory=IngestConfig)
     score: ScoreConfig = Field(default_factory=ScoreConfig)
@@ -193,7 +199,8 @@ class Recipe(Section):
         return self
 
     def to_yaml(self) -> str:
-        return yaml.safe_dump(self.model_dump(mode="json"), allow_unicode=True, sort_keys=False)
+        exclude = {"reproduce"} if self.reproduce is None else None  # recipes without it read as they always did
+        return yaml.safe_dump(self.model_dump(mode="json", exclude=exclude), allow_unicode=True, sort_keys=False)
 
     def selection_name(self) -> str:
         c, s = self.cluster, self.sample
@@ -206,7 +213,11 @@ def fingerprint(*parts: Any) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
-def load_recipe(name_or_path: str | Path) -> Recipe:
+def load_recipe(name_or_path: str | Path, relative_to_file: bool = True) -> Recipe:
+    """A preset by name, or a recipe file. Relative paths in a file (sources, kobest_dir, a DeepSpeed JSON,
+    a local model folder) are read from the file's folder, so a recipe works from any working directory;
+    hub ids stay hub ids. `relative_to_file=False` for a run directory's own recipe.yaml, which holds the
+    paths as they were resolved."""
     text_name = str(name_or_path)
     if text_name in PRESETS:
         text = (resources.files("koquality") / "recipes" / f"{text_name}.yaml").read_text(encoding="utf-8")
@@ -229,7 +240,31 @@ def load_recipe(name_or_path: str | Path) -> Recipe:
         raise KoqualityError(f"{origin}: not valid YAML ({e})") from None
     if not isinstance(data, dict):
         raise KoqualityError(f"{origin}: expected a mapping of recipe keys (name, sources, score, …)")
+    if relative_to_file and text_name not in PRESETS:
+        _paths_from(Path(name_or_path).resolve().parent, data)
     return parse_recipe(data, origin)
+
+
+def _paths_from(folder: Path, data: dict[str, Any]) -> None:
+    """Rewrite, in place, the relative paths of a recipe's raw data as paths from `folder`."""
+    from .sources import PACKAGE_PREFIX, is_hub_id
+
+    def local(value: Any, must_exist: bool) -> Any:
+        if not isinstance(value, str) or not value or value.startswith(PACKAGE_PREFIX) or Path(value).is_absolute():
+            return value
+        candidate = folder / value
+        if candidate.exists() or (any(c in value for c in "*?[") and not is_hub_id(value)):
+            return str(candidate)
+        return value if is_hub_id(value) or must_exist else str(candidate)
+
+    for source in data.get("sources") or []:
+        if isinstance(source, dict):
+            source["path"] = local(source.get("path"), must_exist=False)
+    for section, key, must_exist in (("eval", "kobest_dir", False), ("train", "deepspeed", True),
+                                     ("score", "model", True), ("embed", "model", True), ("train", "model", True)):
+        part = data.get(section)
+        if isinstance(part, dict) and key in part:
+            part[key] = local(part[key], must_exist)
 
 
 def parse_recipe(data: dict[str, Any], origin: str = "recipe") -> Recipe:

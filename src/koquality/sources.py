@@ -695,6 +695,9 @@ def read_records(path: Path, encoding: str = "utf-8", quoting: str = "auto",
 def hub_records(name: str, split: str = "train", config: str | None = None) -> Iterator[tuple[str, dict]]:
     from datasets import load_dataset
 
+    from . import hub
+
+    hub.require(datasets=[name])
     try:
         dataset = load_dataset(name, config, split=split)
     except Exception as e:  # the hub raises many types: offline, not found, gated, bad split

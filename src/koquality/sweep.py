@@ -22,7 +22,7 @@ import pyarrow.compute as pc
 
 from .pipeline import cluster_into, corpus_rows, finish_run, log, selection_rows, started_run
 from .recipe import Recipe
-from .sampling import METHODS, sample
+from .sampling import METHODS, cell_summary, sample
 from .tables import atomic_path, write_table
 
 PAPER_GRID = {"len_groups": [1, 5, 10, 20], "k": [1, 10, 20, 50, 100], "method": list(METHODS),
@@ -52,6 +52,17 @@ def selection_stats(selection: pa.Table, sources: list[str]) -> dict[str, Any]:
         "duplicate_instructions": n - len(set(instructions)),
     })
     return stats
+
+
+def _warn_collapsed(rows: list[dict[str, Any]], corpus: int) -> None:
+    """The grid's selections that the per-cell rule emptied or filled with the whole corpus, in one line."""
+    empty = sum(1 for r in rows if r["rows"] == 0)
+    whole = sum(1 for r in rows if r["rows"] == corpus)
+    far = sum(1 for r in rows if r["rows"] and not r["ratio"] / 2 <= r["effective_ratio"] <= r["ratio"] * 2)
+    if empty or far:
+        log.warning("sweep: %d of %d selections are empty and %d are more than 2× off their ratio N (%d of them the "
+                    "whole corpus): their cells hold fewer than 1/N rows (see effective_ratio and "
+                    "cells_below_1_over_n in sweep.csv)", empty, len(rows), far, whole)
 
 
 def _listed_selections(run_dir: Path) -> set[str]:
@@ -84,21 +95,25 @@ def sweep(recipe: Recipe, run_dir: str | Path, len_groups: list[int] | None = No
         for L in grid["len_groups"]:
             for K in grid["k"]:
                 clustered, cluster_path = cluster_into(run_dir, prepared, recipe, L, K)
-                chosen_by = {(m, n): sample(clustered.table, m, n, seed=recipe.seed)
+                chosen_by = {(m, n): sample(clustered.table, m, n, seed=recipe.seed, reproduce=recipe.reproduce)
                              for m in grid["method"] for n in grid["ratio"]}
+                groups, clusters = clustered.table.column("len_group").to_numpy(), clustered.table.column("cluster").to_numpy()
                 # one streaming pass over the corpus per (L, K) fetches the texts of all its selections
-                wanted = pc.unique(pa.chunked_array([c.column("id") for c in chosen_by.values()]).combine_chunks())
+                ids = [chunk for c in chosen_by.values() for chunk in c.column("id").chunks]
+                wanted = pc.unique(pa.chunked_array(ids, type=pa.string()).combine_chunks())
                 rows_lk = corpus_rows(prepared.corpus_path, wanted)
                 for (m, n), chosen in chosen_by.items():
                     selection = selection_rows(rows_lk, chosen)
                     name = f"len{L}_k{K}_m{m}_n{n:g}"
                     path = run_dir / "selections" / f"{name}.jsonl"
                     write_table(selection, path)
+                    cells = cell_summary(groups, clusters, m, n, selection.num_rows)
                     rows.append({"len_groups": L, "k": K, "method": m, "ratio": n, **selection_stats(selection, sources),
+                                 "effective_ratio": cells["effective_ratio"], "cells_below_1_over_n": cells["cells_below_1_over_n"],
                                  "file": str(path.relative_to(run_dir))})
                     rank = preference.index((L, K, m, n)) if (L, K, m, n) in preference else len(preference)
                     if shown is None or rank < shown[0]:
-                        shown = (rank, path, cluster_path, clustered.info, selection)
+                        shown = (rank, path, cluster_path, clustered.info, cells, selection)
                 log.info("sweep: L=%d K=%d done", L, K)
         stages.note("sweep", seconds=round(time.perf_counter() - start, 3), selections=len(rows))
         earlier = _listed_selections(run_dir)
@@ -111,8 +126,9 @@ def sweep(recipe: Recipe, run_dir: str | Path, len_groups: list[int] | None = No
             (run_dir / name).unlink(missing_ok=True)
         if stale:
             log.info("sweep: removed %d selection(s) of an earlier grid", len(stale))
-        _, path, cluster_path, info, selection = shown
+        _, path, cluster_path, info, cells, selection = shown
         stages.note("sweep", grid=grid)
-        manifest = finish_run(recipe, run_dir, prepared, stages, started, selection, info, report,
+        _warn_collapsed(rows, prepared.corpus.num_rows)
+        manifest = finish_run(recipe, run_dir, prepared, stages, started, selection, info, cells, report,
                               clusters=cluster_path, selection=path, sweep=run_dir / "sweep.csv")
     return SweepResult(run_dir, manifest, rows)

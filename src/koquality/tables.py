@@ -232,6 +232,17 @@ def require_columns(table: pa.Table, columns: tuple[str, ...] | list[str], what:
         )
 
 
+def empty_columns(table: pa.Table, names: tuple[str, ...] | list[str]) -> pa.Table:
+    """A table with no rows has every column, vacuously: an empty selection read back from a 0-byte JSONL
+    (which cannot carry a schema) gets the text columns it lacks, so the stages after it run as usual."""
+    if table.num_rows:
+        return table
+    for name in names:
+        if name not in table.column_names:
+            table = table.append_column(name, pa.array([], pa.string()))
+    return table
+
+
 def set_column(table: pa.Table, name: str, values: Any) -> pa.Table:
     """Add `name`, replacing an existing column of that name in place (stages may be re-run on their output)."""
     array = values if isinstance(values, (pa.Array, pa.ChunkedArray)) else pa.array(values)

@@ -14,6 +14,9 @@ def import_torch(what: str):
         import transformers  # noqa: F401
     except ImportError:
         raise missing_extra(what) from None
+    from .threads import threads
+
+    torch.set_num_threads(threads())  # torch's default is the machine's cores, not the ones this process may use
     return torch
 
 
@@ -75,6 +78,9 @@ def load_options(revision: str | None, trust_remote_code: bool) -> dict[str, Any
 def from_pretrained(auto_class, name: str, what: str, **options: Any):
     """`auto_class.from_pretrained(name, **options)` whose failures (no such model, no hub, custom code that
     was not trusted) are one-line errors naming the model."""
+    from . import hub
+
+    hub.require(models=[name])
     try:
         return auto_class.from_pretrained(name, **options)
     except (OSError, ValueError, KeyError) as e:

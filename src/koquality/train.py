@@ -12,6 +12,20 @@ lr 5e-5, linear decay with no warm-up, Adam β=(0.9, 0.999) ε=1e-8 with no weig
 device, 2 epochs, seed 42. The paper ran 4 GPUs with gradient accumulation 16, a global batch of 256, so
 the preset fixes the global batch and derives the accumulation from the number of processes. Mixed
 precision is bf16 where the GPU has it, fp16 on older GPUs, fp32 on CPU.
+
+The `paper-script` preset is what the original's training script actually ran (nayohan/KoQuality
+train_llm/train_A100_5.8b.sh with ds_zero3-nooffload.json and run_clm.py), where it departs from the README's
+stated settings: `--do_eval` without a validation file, so run_clm held out the first 5 % of the selection
+(`train[:5%]`, rounded to the closest row) and evaluated on it every step (`--eval_steps=1`, at most its first
+100 blocks, `--max_eval_samples=100`; loss and next-token accuracy); the DeepSpeed config's `WarmupLR`
+scheduler replaced the Trainer's linear decay: filled with the Trainer's "auto" values (min lr 0, max lr 5e-5,
+0 warm-up steps, which DeepSpeed raises to 2), DeepSpeed 0.9.5 (the original's requirements.txt) leaves the
+first applied optimizer step at the optimizer's own 5e-5, runs the second at 0 (log warm-up: log 1 / log 2)
+and every later one at 5e-5 (`scheduler: warmup_lr` here, an exact copy; steps skipped by fp16 overflow do
+not count, in DeepSpeed as in the Trainer); per-device batch 4 × accumulation 4 × 4 GPUs = a global batch of
+64; `--fp16` (`precision: auto-fp16`: fp16 on any GPU, fp32 on CPU, which has no fp16 training). Not copied:
+DeepSpeed itself (add `--deepspeed zero3`) and `--torch_dtype=float16` (fp16 weights under DeepSpeed's fp16
+optimizer; here fp32 weights with fp16 autocast).
 Multi-GPU runs go through `torchrun`/`accelerate launch` (`-m koquality train …`); the Trainer does DDP or
 DeepSpeed from there, and only the main process writes koquality's files.
 """
@@ -19,6 +33,7 @@ DeepSpeed from there, and only the main process writes koquality's files.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 from importlib import resources
@@ -37,6 +52,7 @@ from .torch_utils import from_pretrained
 
 CONFIG_FILE = "koquality-train.json"
 LOSS_FILE = "loss.jsonl"
+EVAL_FILE = "eval_loss.jsonl"  # with validation: one line per evaluation
 DEEPSPEED_CONFIGS = {"zero3": "ds_zero3.json", "zero3-offload": "ds_zero3_offload.json"}
 
 
@@ -44,6 +60,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     "paper": {},
     # One GPU, a model the paper fine-tuned fully: LoRA adapters, a higher rate as LoRA needs, global batch 64.
     "lora": {"lora": True, "lr": 2e-4, "global_batch_size": 64, "gradient_checkpointing": True},
+    # The original's train_A100_5.8b.sh + ds_zero3-nooffload.json (see the module docstring), not its README.
+    "paper-script": {"global_batch_size": 64, "scheduler": "warmup_lr", "precision": "auto-fp16",
+                     "validation": 0.05, "eval_steps": 1, "eval_sequences": 100},
 }
 
 
@@ -139,6 +158,75 @@ def token_blocks(token_rows: list[list[int]], block_size: int) -> list[list[int]
     return [flat[i:i + block_size] for i in range(0, usable, block_size)]
 
 
+def validation_count(texts: int, share: float) -> int:
+    """How many of the first texts run_clm's `train[:P%]` held out: `datasets` rounds P % of the rows to the
+    closest integer (Python's round, so 2.5 → 2)."""
+    percent = round(share * 100, 9)  # 0.07 × 100 is 7.000000000000001: the percentage as written
+    return int(round(percent * texts / 100.0)) if share else 0
+
+
+def validation_sequences(token_rows: list[list[int]], config: TrainConfig) -> list[list[int]]:
+    """The held-out texts as evaluation sequences, packed as the training texts; with `packing: blocks` a
+    validation shorter than one block is one shorter sequence (run_clm's group_texts keeps such a batch whole)."""
+    if config.packing == "blocks":
+        rows = token_blocks(token_rows, config.block_size)
+        flat = list(chain.from_iterable(token_rows))
+        if not rows and len(flat) >= 2:
+            rows = [flat]
+    else:
+        rows = [r[:config.block_size] for r in token_rows if len(r) >= 2]
+    return rows[:config.eval_sequences] if config.eval_sequences else rows
+
+
+def warmup_lr_factor(step: int, warmup_steps: int = 0) -> float:
+    """`scheduler: warmup_lr`: DeepSpeed 0.9.5's WarmupLR (warmup_type log, warmup_min_lr 0), as a factor of the lr
+    for the 0-based optimizer step `step`. Its constructor leaves the optimizer's lr alone (DeepSpeed ≥ 0.15.3
+    sets the minimum there instead), the engine steps it after every applied step, and it warms up over
+    max(2, warmup_steps) steps: for 0 (the original's) to 2 warm-up steps the factors are 1, 0, 1, 1, …"""
+    warmup = max(2, warmup_steps)
+    if step == 0:
+        return 1.0
+    return math.log(step) / math.log(warmup) if step - 1 < warmup else 1.0
+
+
+def _trainer_class(config: TrainConfig):
+    """The Trainer, with `scheduler: warmup_lr` in place of the nearest transformers schedule."""
+    from transformers import Trainer
+
+    if config.scheduler != "warmup_lr":
+        return Trainer
+
+    class WarmupLRTrainer(Trainer):
+        def create_scheduler(self, num_training_steps, optimizer=None):
+            if self.lr_scheduler is None:
+                from functools import partial
+
+                from torch.optim.lr_scheduler import LambdaLR
+
+                self.lr_scheduler = LambdaLR(optimizer or self.optimizer,
+                                             partial(warmup_lr_factor, warmup_steps=config.warmup_steps))
+                self._created_lr_scheduler = True
+            return self.lr_scheduler
+
+    return WarmupLRTrainer
+
+
+def _next_token_accuracy():
+    """run_clm's evaluation metric: the share of next tokens the model's argmax predicts (padding left out)."""
+    import numpy as np
+
+    def preprocess(logits, labels):
+        return (logits[0] if isinstance(logits, tuple) else logits).argmax(dim=-1)
+
+    def metrics(eval_preds):
+        preds, labels = eval_preds
+        preds, labels = np.asarray(preds)[:, :-1].reshape(-1), np.asarray(labels)[:, 1:].reshape(-1)
+        scored = labels != -100
+        return {"accuracy": float((preds[scored] == labels[scored]).mean()) if scored.any() else float("nan")}
+
+    return preprocess, metrics
+
+
 def pad_batch(pad_id: int):
     """Collator for `packing: none`: right-pad, and keep padding out of the loss by the attention mask
     (not by the pad id, which is EOS for GPT-NeoX and may be a real token)."""
@@ -155,6 +243,8 @@ def pad_batch(pad_id: int):
 
 
 def _precision(torch, precision: str) -> str:
+    if precision == "auto-fp16":  # the original script's --fp16 on any GPU; CPUs do not train in fp16
+        return "fp16" if torch.cuda.is_available() else "fp32"
     if precision == "auto":
         if not torch.cuda.is_available():
             return "fp32"
@@ -191,15 +281,39 @@ def _loss_log_callback(path: Path):
     from transformers import TrainerCallback
 
     class LossLog(TrainerCallback):
-        """Every logged step appended to loss.jsonl as it happens, so a crashed run keeps its curve."""
+        """Every logged step appended to loss.jsonl as it happens, so a crashed run keeps its curve; evaluations
+        go to eval_loss.jsonl beside it."""
 
         def on_log(self, args, state, control, logs=None, **kwargs):
-            if state.is_world_process_zero and logs and "loss" in logs:
+            if state.is_world_process_zero and logs and ("loss" in logs or "eval_loss" in logs):
                 record = {"step": state.global_step, "epoch": state.epoch, **logs}
-                with open(path, "a", encoding="utf-8") as f:
+                with open(path if "loss" in logs else path.with_name(EVAL_FILE), "a", encoding="utf-8") as f:
                     f.write(json.dumps(record) + "\n")
 
     return LossLog()
+
+
+FEW_STEPS = 20
+
+
+def optimizer_steps(sequences: int, resolved: dict[str, Any], config: TrainConfig) -> int:
+    """The Trainer's count: batches per process per epoch, accumulated, times the epochs (or max_steps)."""
+    if config.max_steps:
+        return config.max_steps
+    batches = math.ceil(sequences / (config.batch_size * resolved["world_size"]))
+    return math.ceil(batches / resolved["grad_accum"]) * math.ceil(config.epochs)
+
+
+def _warn_few_steps(sequences: int, resolved: dict[str, Any], config: TrainConfig) -> None:
+    """A selection of 16 sequences against the paper's global batch of 256 trains 2 steps and says nothing:
+    say it, with the option that fixes it."""
+    steps = optimizer_steps(sequences, resolved, config)
+    if steps < FEW_STEPS and is_main_process():
+        suggested = max(1, sequences * math.ceil(config.epochs) // FEW_STEPS)
+        logging.getLogger("koquality").warning(
+            "training takes only %d optimizer step(s): %d sequences, global batch %d; too few to learn from. "
+            "Use a smaller --global-batch-size (e.g. %d) or more data", steps, sequences,
+            resolved["global_batch_size"], suggested)
 
 
 def is_main_process() -> bool:
@@ -208,7 +322,7 @@ def is_main_process() -> bool:
 
 
 # Files by which a directory is known as a koquality training output (the run pipeline writes the last two).
-OWN_FILES = (CONFIG_FILE, LOSS_FILE, "koquality-key.txt", "train-config.json")
+OWN_FILES = (CONFIG_FILE, LOSS_FILE, EVAL_FILE, "koquality-key.txt", "train-config.json")
 
 
 def _check_output(output: Path, resume: bool, force: bool) -> None:
@@ -228,7 +342,7 @@ def _check_output(output: Path, resume: bool, force: bool) -> None:
     if force and is_main_process():
         import shutil
 
-        for stale in [existing, output / LOSS_FILE]:
+        for stale in [existing, output / LOSS_FILE, output / EVAL_FILE]:
             stale.unlink(missing_ok=True)
         for checkpoint in checkpoints:
             shutil.rmtree(checkpoint, ignore_errors=True)
@@ -255,7 +369,7 @@ def train(source: str | Path, output: str | Path, config: TrainConfig, resume: b
 
 
 def _train(torch, texts, template, source, output: Path, config: TrainConfig, resume: bool, callbacks: list) -> dict[str, Any]:
-    from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, default_data_collator
+    from transformers import AutoModelForCausalLM, AutoTokenizer, default_data_collator
     from transformers.trainer_callback import PrinterCallback
     from transformers.trainer_utils import get_last_checkpoint
 
@@ -266,6 +380,11 @@ def _train(torch, texts, template, source, output: Path, config: TrainConfig, re
         if tokenizer.eos_token_id is None:
             raise KoqualityError(f"--eos: the tokenizer of {config.model} has no EOS token")
         token_rows = [row + [tokenizer.eos_token_id] for row in token_rows]
+    held_out = validation_count(len(texts), config.validation)  # the first texts, as run_clm's train[:P%]
+    eval_rows = validation_sequences(token_rows[:held_out], config) if held_out else []
+    texts, token_rows = texts[held_out:], token_rows[held_out:]
+    if not texts:
+        raise KoqualityError(f"{source}: no texts left for training after holding out {held_out} for validation")
     if config.packing == "blocks":
         rows = token_blocks(token_rows, config.block_size)
         if not rows:
@@ -281,7 +400,8 @@ def _train(torch, texts, template, source, output: Path, config: TrainConfig, re
 
     # before the model: under DeepSpeed ZeRO-3 the arguments switch on partitioned loading (zero.Init), so no
     # process ever holds the whole fp32 model
-    args, resolved = training_arguments(torch, config, output)
+    args, resolved = training_arguments(torch, config, output, evaluate=bool(eval_rows))
+    _warn_few_steps(len(features), resolved, config)
     checkpoint = get_last_checkpoint(str(output)) if resume else None
     # transformers 5 renames some weights on load (GPT-NeoX embed_out → lm_head) but the Trainer's resume
     # loads a checkpoint's tensors by name, so a full-weight model is loaded from the checkpoint here and the
@@ -301,11 +421,18 @@ def _train(torch, texts, template, source, output: Path, config: TrainConfig, re
                                                  target_modules=config.lora_target, task_type="CAUSAL_LM"))
 
     output.mkdir(parents=True, exist_ok=True)
-    trainer = Trainer(model=model, args=args, train_dataset=features, data_collator=collator, processing_class=tokenizer,
-                      callbacks=[_progress_callback(), _loss_log_callback(output / LOSS_FILE), *callbacks])
+    evaluation = {}
+    if eval_rows:
+        preprocess, metrics = _next_token_accuracy()
+        eval_features = ([{"input_ids": r, "attention_mask": [1] * len(r), "labels": r} for r in eval_rows]
+                         if config.packing == "blocks" else [{"input_ids": r} for r in eval_rows])
+        evaluation = {"eval_dataset": eval_features, "compute_metrics": metrics, "preprocess_logits_for_metrics": preprocess}
+    trainer = _trainer_class(config)(model=model, args=args, train_dataset=features, data_collator=collator, processing_class=tokenizer,
+                                     callbacks=[_progress_callback(), _loss_log_callback(output / LOSS_FILE), *callbacks], **evaluation)
     trainer.remove_callback(PrinterCallback)  # koquality's bar and loss.jsonl say it; no dicts on stdout
     if not resume and is_main_process():
         (output / LOSS_FILE).unlink(missing_ok=True)
+        (output / EVAL_FILE).unlink(missing_ok=True)
     result = trainer.train(resume_from_checkpoint=checkpoint)
     trainer.save_model(str(output))  # the adapter alone with --lora; DeepSpeed gathers ZeRO-3 shards here
 
@@ -313,10 +440,13 @@ def _train(torch, texts, template, source, output: Path, config: TrainConfig, re
         "koquality": __version__, "source": str(source), "template": template, "config": config.model_dump(),
         "resolved": resolved,
         "data": {"texts": len(texts), "tokens": sum(map(len, token_rows)), "sequences": len(rows),
-                 "sequence_tokens": sum(map(len, rows))},
+                 "sequence_tokens": sum(map(len, rows)),
+                 **({"validation_texts": held_out, "validation_sequences": len(eval_rows)} if config.validation else {})},
         "steps": trainer.state.global_step, "train_loss": result.training_loss,
         "first_loss": next((r["loss"] for r in trainer.state.log_history if "loss" in r), None),
         "final_loss": next((r["loss"] for r in reversed(trainer.state.log_history) if "loss" in r), None),
+        **({"eval_loss": next((r["eval_loss"] for r in reversed(trainer.state.log_history) if "eval_loss" in r), None)}
+           if eval_rows else {}),
         "versions": versions(),
     }
     if not math.isfinite(summary["train_loss"]):
@@ -338,9 +468,12 @@ def grad_accumulation(config: TrainConfig, world_size: int) -> int:
     return config.global_batch_size // per_step
 
 
-def training_arguments(torch, config: TrainConfig, output: Path):
+def training_arguments(torch, config: TrainConfig, output: Path, evaluate: bool | None = None):
     """The Trainer's arguments for `config` on this machine, and what was resolved from it (accumulation
-    from the global batch and the number of processes, precision, the DeepSpeed file)."""
+    from the global batch and the number of processes, precision, the DeepSpeed file). `evaluate`: whether there
+    are validation sequences (default: whether `config` holds texts out). `scheduler: warmup_lr` is given to
+    transformers as its nearest schedule, `constant_with_warmup` with the same warm-up steps (the original's 0:
+    a constant lr), which the Trainer then replaces by the exact one (`_trainer_class`)."""
     import dataclasses
 
     from transformers import TrainingArguments
@@ -349,14 +482,20 @@ def training_arguments(torch, config: TrainConfig, output: Path):
     grad_accum = grad_accumulation(config, world_size)
     precision = _precision(torch, config.precision)
     deepspeed = str(deepspeed_config(config.deepspeed)) if config.deepspeed else None
+    scheduler = config.scheduler
+    if scheduler == "warmup_lr":
+        scheduler = "constant_with_warmup"
+    evaluate = config.validation > 0 if evaluate is None else evaluate
     optional = {}
+    if evaluate:
+        optional.update(eval_strategy="steps" if config.eval_steps else "epoch", eval_steps=config.eval_steps)
     if config.gradient_checkpointing:  # renamed in transformers 5
         fields = {f.name for f in dataclasses.fields(TrainingArguments)}
         optional["activation_checkpointing" if "activation_checkpointing" in fields else "gradient_checkpointing"] = True
     args = TrainingArguments(
         output_dir=str(output), per_device_train_batch_size=config.batch_size, gradient_accumulation_steps=grad_accum,
         num_train_epochs=config.epochs, max_steps=config.max_steps or -1, learning_rate=config.lr,
-        lr_scheduler_type=config.scheduler, warmup_steps=config.warmup_steps, weight_decay=config.weight_decay,
+        lr_scheduler_type=scheduler, warmup_steps=config.warmup_steps, weight_decay=config.weight_decay,
         adam_beta1=config.adam_beta1, adam_beta2=config.adam_beta2, adam_epsilon=config.adam_epsilon,
         optim="adamw_torch", seed=config.seed, data_seed=config.seed,
         bf16=precision == "bf16", fp16=precision == "fp16", use_cpu=not torch.cuda.is_available(), deepspeed=deepspeed,
@@ -366,6 +505,11 @@ def training_arguments(torch, config: TrainConfig, output: Path):
         **optional)
     resolved = {"grad_accum": grad_accum, "world_size": world_size, "precision": precision,
                 "global_batch_size": config.batch_size * grad_accum * world_size, "deepspeed": deepspeed}
+    if config.scheduler == "warmup_lr":
+        factors = ", ".join(f"{warmup_lr_factor(i, config.warmup_steps):g}" for i in range(max(2, config.warmup_steps) + 1))
+        resolved["scheduler"] = f"warmup_lr (DeepSpeed 0.9.5 WarmupLR, log warm-up): lr × {factors}, then 1"
+    if evaluate:
+        resolved["evaluation"] = f"every {config.eval_steps} steps" if config.eval_steps else "every epoch"
     return args, resolved
 
 

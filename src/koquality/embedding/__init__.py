@@ -50,6 +50,17 @@ def encoder_for(name: str, settings: dict[str, Any]) -> Encoder:
     return make_encoder(name, **{k: settings[k] for k in ENCODER_SETTINGS.get(name, ()) if k in settings})
 
 
+def cache_parts(name: str) -> tuple:
+    """What identifies a backend's vectors beyond the recipe's settings and its library's version, for the
+    cache key: TF-IDF's Kiwi options and model files (issue 11 dropped Kiwi's multi-word dictionary).
+    Empty for `hf` and `st`, whose keys stay as they were."""
+    if name == "tfidf":
+        from ..kiwi import kiwi_settings
+
+        return ("kiwi", kiwi_settings())
+    return ()
+
+
 def embed(table: pa.Table, encoder: Encoder, field: str = "instruction") -> np.ndarray:
     require_columns(table, [field], "embed")
     texts = table.column(field).to_pylist()

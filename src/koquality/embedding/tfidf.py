@@ -13,15 +13,19 @@ to other clusters at L=5, K=20 and change the selection. One thread gives one su
 costs nothing measurable: fit + transform took 1.2-1.3 s pinned against 1.5-10 s at 2 threads on a busy
 2-core machine, in an embed stage dominated by Kiwi. The TF-IDF matrix (sparse, single-threaded) and Kiwi's
 morphemes are the same at any thread count.
+
+The morphemes are Kiwi's best analysis (`..kiwi.morphemes_of`), the one the kiwi scorer scores: in a run
+they come from the score stage's cache (`encode_batches(tokens=...)`, see ..morphemes), so Kiwi analyses
+each instruction once.
 """
 
 from __future__ import annotations
 
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from ..kiwi import get_kiwi, kiwi_version
+from ..kiwi import kiwi_settings, kiwi_version, morphemes_of
 from ..threads import one_thread
 
 
@@ -40,13 +44,12 @@ class TfidfEncoder:
 
     def config(self) -> dict[str, Any]:
         return {"encoder": "tfidf", "dims": self.dims, "seed": self.seed, "min_df": self.min_df,
-                "kiwipiepy": kiwi_version()}
+                "kiwipiepy": kiwi_version(), **kiwi_settings()}
 
     def tokenize(self, texts: Sequence[str]) -> Iterator[list[str]]:
         """Morphemes per text, streamed: the vectorizer counts them as they come, so 400K token lists
         are never all in memory at once."""
-        kiwi = get_kiwi(self.num_workers)
-        return ([f"{t.form}/{t.tag}" for t in tokens] for tokens in kiwi.tokenize(texts))
+        return morphemes_of(texts, self.num_workers)
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         vectors = np.empty((len(texts), self.dims), dtype=np.float32)
@@ -56,9 +59,11 @@ class TfidfEncoder:
             start += len(batch)
         return vectors
 
-    def encode_batches(self, texts: Sequence[str], batch_rows: int = 65536) -> Iterator[np.ndarray]:
+    def encode_batches(self, texts: Sequence[str], batch_rows: int = 65536,
+                       tokens: Iterable[list[str]] | None = None) -> Iterator[np.ndarray]:
         """Fit on all `texts`, then yield their vectors in order, `batch_rows` at a time: a caller writing
-        them to disk never holds the whole matrix (2 GB at 2M rows × 256)."""
+        them to disk never holds the whole matrix (2 GB at 2M rows × 256). `tokens`, when given, are the
+        texts' morphemes already analysed (one list per text, in order, as `tokenize` would give them)."""
         from sklearn.decomposition import TruncatedSVD
         from sklearn.feature_extraction.text import TfidfVectorizer
 
@@ -67,7 +72,7 @@ class TfidfEncoder:
             return
         min_df = self.min_df if self.min_df is not None else (2 if n >= 1000 else 1)
         vectorizer = TfidfVectorizer(analyzer=_identity, min_df=min_df, sublinear_tf=True, dtype=np.float32)
-        tfidf = vectorizer.fit_transform(self.tokenize(texts))
+        tfidf = vectorizer.fit_transform(self.tokenize(texts) if tokens is None else tokens)
         # SVD needs fewer components than features and rows; a tiny corpus gets a smaller space, zero-padded.
         components = min(self.dims, tfidf.shape[1] - 1, n - 1)
         svd = None

@@ -2,7 +2,9 @@
 (`n_tokens`).
 
 The paper scores instructions with EleutherAI/polyglot-ko-1.3b (`hf` backend); the offline default uses
-Kiwi's own Korean language model (`kiwi` backend). A backend is anything with
+Kiwi's own Korean language model (`kiwi` backend: log-probability of Kiwi's analysis per prediction, the
+first morpheme counted by its surprisal above the average first morpheme's, foreign spellings priced per
+character; see kiwi.py). A backend is anything with
 `score(texts) -> np.ndarray` of `SCORE_DTYPE` rows and a `config()` that identifies its results for caching.
 A text that cannot be scored gets `ppl` NaN here and null in the table — never a made-up number.
 """
@@ -50,15 +52,35 @@ def scorer_for(name: str, settings: dict[str, Any]) -> Scorer:
     return make_scorer(name, **{k: settings[k] for k in SCORER_SETTINGS.get(name, ()) if k in settings})
 
 
-def score(table: pa.Table, scorer: Scorer, field: str = "instruction", batch_rows: int = 4096) -> pa.Table:
-    """Add `ppl` (null where the text cannot be scored) and `n_tokens` to `table`."""
-    require_columns(table, [field], "score")
+def cache_parts(name: str) -> tuple:
+    """What identifies a backend's scores beyond the recipe's settings and its library's version, for the
+    cache key: the kiwi scorer's formula (issue 11 changed it) and Kiwi's options and model files. Empty
+    for `hf`, whose keys stay as they were."""
+    if name == "kiwi":
+        from ..kiwi import kiwi_settings
+
+        return ("kiwi-lm-per-prediction-2", kiwi_settings())
+    return ()
+
+
+def score(table: pa.Table, scorer: Scorer, field: str = "instruction", batch_rows: int = 4096,
+          morphemes: Any = None) -> pa.Table:
+    """Add `ppl` (null where the text cannot be scored) and `n_tokens` to `table`. With `morphemes` (a
+    ..morphemes.MorphemeWriter) and a scorer that analyses into morphemes (`analyse`, the kiwi scorer), the
+    morphemes of each batch are written there by row id (`table` then needs an `id` column)."""
+    require_columns(table, [field] + (["id"] if morphemes is not None else []), "score")
     texts = table.column(field).to_pylist()
+    analyse = getattr(scorer, "analyse", None) if morphemes is not None else None
+    ids = table.column("id").to_pylist() if analyse is not None else None
     result = np.empty(len(texts), SCORE_DTYPE)
     with progress.stage("score", len(texts)) as advance:
         for start in range(0, len(texts), batch_rows):
             batch = texts[start:start + batch_rows]
-            result[start:start + len(batch)] = scorer.score(batch)
+            if analyse is not None:
+                result[start:start + len(batch)], forms = analyse(batch)
+                morphemes.write(ids[start:start + len(batch)], forms)
+            else:
+                result[start:start + len(batch)] = scorer.score(batch)
             advance(len(batch))
     ppl = result["ppl"]
     table = set_column(table, "ppl", pa.array(ppl, type=pa.float64(), mask=np.isnan(ppl)))
