@@ -25,16 +25,14 @@ def one_thread(user_api: str | None = None):
     return threadpool_limits(limits=1, user_api=user_api)
 
 
-_threads: int | None = None
-
-
 def available_cpus() -> int:
     """The CPUs this process may use: its affinity mask (taskset, cgroup cpusets), capped by a cgroup v2 CPU
     quota (containers). `os.cpu_count()` counts the machine's cores, which on a shared machine is the
     oversubscription that made faiss 8× slower (issue 11: 311.9 s against 39.9 s with one thread)."""
     count = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     try:
-        quota, period = open("/sys/fs/cgroup/cpu.max", encoding="ascii").read().split()[:2]
+        with open("/sys/fs/cgroup/cpu.max", encoding="ascii") as f:
+            quota, period = f.read().split()[:2]
         if quota != "max":
             count = min(count, max(1, math.ceil(int(quota) / int(period))))
     except (OSError, ValueError):
@@ -43,10 +41,8 @@ def available_cpus() -> int:
 
 
 def threads() -> int:
-    """The worker threads koquality's parallel stages use (Kiwi's workers, torch on CPU): `set_threads`, else
-    $KOQUALITY_THREADS, else the available CPUs."""
-    if _threads is not None:
-        return _threads
+    """The worker threads koquality's parallel stages use (Kiwi's workers, torch on CPU): $KOQUALITY_THREADS
+    (which `set_threads` writes), else the available CPUs."""
     try:
         return max(1, int(os.environ["KOQUALITY_THREADS"]))
     except (KeyError, ValueError):
@@ -56,9 +52,7 @@ def threads() -> int:
 def set_threads(count: int | None) -> None:
     """Size every pool from `count` (None: the available CPUs) — Kiwi, torch, BLAS and faiss's OpenMP —
     so that no library starts one thread per core of a machine it shares."""
-    global _threads
-    _threads = count if count is None else max(1, int(count))
-    n = threads()
+    n = max(1, int(count)) if count is not None else threads()
     os.environ["KOQUALITY_THREADS"] = str(n)  # child processes (torchrun) inherit it
     for name in POOL_VARIABLES:  # libraries loaded from now on read these; a user's own setting wins
         if count is not None or name not in os.environ:
