@@ -1,8 +1,9 @@
 """The same recipe and seed give byte-identical output whatever the thread settings.
 
 BLAS and OpenMP read OPENBLAS_NUM_THREADS / OMP_NUM_THREADS / MKL_NUM_THREADS when they are loaded, so each
-setting needs its own process: every test runs the real pipeline twice, once with all three at 1 and once
-with them removed from the environment (the libraries' default: one thread per core), and compares every
+setting needs its own process: every test runs the real pipeline twice, once with all three (and
+KOQUALITY_THREADS) at 1 and once with them removed from the environment (the libraries' default: one thread
+per core; koquality's: one worker per available CPU), and compares every
 output that is meant to be reproducible. The two runs go concurrently: the thread count a library uses is
 fixed by the setting, not by how busy the machine is, and two cores then finish both in about the time of one.
 
@@ -19,7 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+# KOQUALITY_THREADS=1 also runs the length groups' k-means one after another instead of side by side.
+THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "KOQUALITY_THREADS")
 SETTINGS = {"one-thread": "1", "default": None}
 
 # What a run promises to reproduce; manifest.json and run.log hold timings, report.html is not written.

@@ -189,16 +189,20 @@ def test_torch_kmeans_matches_sklearn_inertia():
 def test_sharded_vectors_are_gathered_in_corpus_order_without_stale_rows(encoder_path, texts, tmp_path):
     """Shards hold rows in the order they were encoded (and rows of an earlier, larger corpus); the gathered
     .npy must be exactly the current corpus's rows, in its order."""
-    from koquality.pipeline import _sharded_vectors
+    from koquality.backends import backend
+    from koquality.cache import ShardCache
+    from koquality.engines import MapStage, fill
 
-    recipe = parse_recipe({"sources": [{"path": "x.jsonl"}],
-                           "embed": {"encoder": "hf", "model": str(encoder_path), "device": "cpu", "shard_rows": 7}})
+    settings = {"model": str(encoder_path), "device": "cpu"}
+    stage = MapStage(backend("embed", "hf"), settings, "instruction", ShardCache(tmp_path / "shards"), shard_rows=7)
     wide = pa.table({"id": [f"r{i}" for i in range(30)], "instruction": texts[:30]})
-    assert _sharded_vectors(wide, recipe, tmp_path / "shards", tmp_path / "wide.npy") == 30
-    assert len(list((tmp_path / "shards").glob("shard-*.npz"))) == 5
+    assert fill(stage, wide) == 30
+    stage.cache.write_npy(wide.column("id").to_pylist(), tmp_path / "wide.npy")
+    assert len(list((tmp_path / "shards").glob("shard-*.parquet"))) == 5
     narrow = wide.take([29, 3, 17, 0, 8])
     narrow = pa.concat_tables([narrow, pa.table({"id": ["new"], "instruction": [texts[35]]})])
-    assert _sharded_vectors(narrow, recipe, tmp_path / "shards", tmp_path / "narrow.npy") == 1  # only "new"
+    assert fill(stage, narrow) == 1  # only "new"
+    stage.cache.write_npy(narrow.column("id").to_pylist(), tmp_path / "narrow.npy")
     expected = make_encoder("hf", model=str(encoder_path), device="cpu").encode(narrow.column("instruction").to_pylist())
     np.testing.assert_allclose(np.load(tmp_path / "narrow.npy"), expected, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(np.load(tmp_path / "wide.npy")[[29, 3, 17, 0, 8]], expected[:5], rtol=1e-4, atol=1e-5)

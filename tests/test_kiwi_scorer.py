@@ -210,6 +210,8 @@ def test_a_run_embeds_the_morphemes_its_scorer_analysed(tmp_path, monkeypatch):
     """`koquality run` on the demo: the score stage leaves every corpus row's morphemes in the run directory
     and the embed stage analyses nothing again. A run that finds no cached morphemes (analysing them in the
     embed stage) gives the same vectors and selection."""
+    import dataclasses
+
     import koquality.morphemes as morphemes
     import koquality.pipeline as pipeline
     from koquality import load_recipe, run
@@ -224,7 +226,8 @@ def test_a_run_embeds_the_morphemes_its_scorer_analysed(tmp_path, monkeypatch):
     assert corpus_ids <= set(morphemes.cached(shards).column("id").to_pylist())
     assert analysed == []  # TF-IDF took every row's morphemes from the score stage
 
-    monkeypatch.setattr(pipeline, "MorphemeWriter", lambda path: None)  # the score stage keeps no morphemes
+    keeping = pipeline.score_stage  # the score stage keeps no morphemes:
+    monkeypatch.setattr(pipeline, "score_stage", lambda *a: dataclasses.replace(keeping(*a), morphemes=None))
     again = run(load_recipe("demo"), tmp_path / "fresh", report=False)
     assert len(analysed) == len(corpus_ids)
     assert not (tmp_path / "fresh" / "morphemes").exists()

@@ -19,6 +19,7 @@ README = (REPO / "README.md").read_text(encoding="utf-8")
 NEEDS = {  # a command containing one of these cannot run on this machine or in CI
     "EleutherAI/": "a hub model", "BM-K/": "a hub model", "PATH_OR_ID": "a model of the reader's",
     "--recipe paper": "the hub's datasets", "--device cuda": "a GPU", "models/": "a trained model",
+    "--address": "a running Ray cluster",
 }
 SHARED_FILES = ("koalpaca_v1.0_partial.json", "chatbotdata.csv", "kor_mwp_train.jsonl", "skku_every.jsonl")
 

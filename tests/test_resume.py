@@ -83,7 +83,7 @@ def test_sigkill_during_hf_embedding_resumes(tmp_path):
     recipe = recipe_file(tmp_path, source, embed={"encoder": "hf", "model": str(model), "device": "cpu",
                                                   "shard_rows": 100, "dims": 256})
     koquality("run", "--recipe", recipe, "--output", tmp_path / "whole")
-    kill_when("vectors/*/shard-*.npz.done", tmp_path / "killed", recipe)
+    kill_when("vectors/*/shard-*.parquet.done", tmp_path / "killed", recipe)
     koquality("run", "--recipe", recipe, "--output", tmp_path / "killed")
     manifest = json.loads((tmp_path / "killed" / "manifest.json").read_text(encoding="utf-8"))
     assert 0 < manifest["stages"]["embed"]["embedded"] < 4000

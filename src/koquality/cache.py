@@ -8,6 +8,11 @@ cache folders under a name koquality gave it) and recomputed, with a log line th
 
 Shards are named by a digest of the ids they hold, not by counting files: after a shard is lost, the rows it
 held are recomputed into a shard of their own and no existing shard is ever overwritten.
+
+`ShardCache` is the one cache of the map stages (score, embed; see backends.py): id-keyed Parquet shards of
+a backend's output columns (a vector is a fixed-size list column) in a folder named by the backend's cache
+key. `koquality run`, `sweep`, `score` and `embed` and both engines (engines/) read and write it, so each of
+them resumes after a kill with the shards it finished, and two engines filling one folder cannot collide.
 """
 
 from __future__ import annotations
@@ -15,13 +20,55 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import platform
+import sys
+from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from .tables import atomic_path, file_digest, write_json
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from .tables import VectorWriter, atomic_path, file_digest, write_json
 
 log = logging.getLogger("koquality")
 MARKER = ".done"
+
+
+def fingerprint(*parts: Any) -> str:
+    """The key of a cache entry — score and vector shards, a trained model, an evaluation: what produced it,
+    as canonical JSON, hashed short."""
+    text = json.dumps(parts, sort_keys=True, ensure_ascii=False, default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def library_version(module: str | None) -> str | None:
+    """The installed version of the library a backend runs on, read without importing it (part of its key)."""
+    if module is None:
+        return None
+    try:
+        return metadata.version(module)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def versions() -> dict[str, str]:
+    """What a run's results depend on, for its manifest: the core libraries, and the optional ones it loaded."""
+    import faiss  # the core's own heavy imports: loaded by the stages anyway, not worth loading for a key
+    import kiwipiepy
+    import sklearn
+
+    from . import __version__
+
+    found = {"koquality": __version__, "python": platform.python_version(), "numpy": np.__version__,
+             "pyarrow": pa.__version__, "faiss": faiss.__version__, "kiwipiepy": kiwipiepy.__version__,
+             "scikit-learn": sklearn.__version__}
+    for name in ("torch", "transformers", "sentence_transformers", "accelerate", "peft", "deepspeed", "lm_eval", "ray"):
+        if name in sys.modules:
+            found[name] = getattr(sys.modules[name], "__version__", "unknown")
+    return found
 
 
 def marker(path: Path) -> Path:
@@ -84,3 +131,67 @@ def write_shard(directory: Path, ids: Sequence[str], suffix: str, write: Callabl
         write(tmp)
     seal(path, rows=len(ids))
     return path
+
+
+class ShardCache:
+    """The shards of one map stage's output: `id` plus the columns of `schema`, under `directory`."""
+
+    SUFFIX = ".parquet"
+
+    def __init__(self, directory: Path, schema: pa.Schema | None = None):
+        """`schema`: id first, then the output columns; None where it is known only once computed (a vector's
+        dimensions): then it is the first shard's."""
+        self.directory = Path(directory)
+        self._schema = schema
+
+    @property
+    def schema(self) -> pa.Schema:
+        if self._schema is None:
+            shards = self.shards()
+            self._schema = pq.read_schema(shards[0]) if shards else pa.schema([("id", pa.string())])
+        return self._schema
+
+    def shards(self) -> list[Path]:
+        return valid_shards(self.directory, self.SUFFIX) if self.directory.is_dir() else []
+
+    def read(self, columns: Sequence[str] | None = None) -> pa.Table:
+        """Every intact shard, concatenated (an id in two shards has the same values in both)."""
+        schema = self.schema if columns is None else pa.schema([self.schema.field(c) for c in columns])
+        return pa.concat_tables([schema.empty_table(), *(pq.read_table(p, columns=schema.names, schema=schema)
+                                                         for p in self.shards())])
+
+    def missing(self, ids: pa.Array | pa.ChunkedArray) -> pa.Array:
+        """True where no intact shard holds the id."""
+        return pc.invert(pc.is_in(ids, value_set=self.read(["id"]).column("id")))
+
+    def write(self, table: pa.Table) -> Path:
+        """One new shard of `table` (its ids and output columns), atomically, sealed."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        if self._schema is None or len(self._schema) == 1:
+            self._schema = table.schema
+        table = table.select(self.schema.names).cast(self.schema)
+        return write_shard(self.directory, table.column("id").to_pylist(), self.SUFFIX,
+                           lambda tmp: pq.write_table(table, tmp))
+
+    def take(self, ids: pa.Array | pa.ChunkedArray) -> pa.Table:
+        """The cached rows of `ids`, in that order (nulls where an id is not cached)."""
+        cached = self.read()
+        return cached.take(pc.index_in(ids, value_set=cached.column("id")))
+
+    def write_npy(self, ids: Sequence[str], path: Path, column: str = "vector") -> None:
+        """The vectors of `ids` into the .npy `path` (row i ↔ ids[i]; an id may repeat), read shard by shard:
+        they are never all in memory. Shards may hold rows of an earlier, larger corpus: those are skipped."""
+        positions: dict[str, list[int]] = {}
+        for i, rid in enumerate(ids):
+            positions.setdefault(rid, []).append(i)
+        dims = self.schema.field(column).type.list_size
+        with VectorWriter(path, len(ids), dims) as writer:
+            for shard in self.shards():
+                table = pq.read_table(shard, columns=["id", column])
+                rows = [(j, at) for j, rid in enumerate(table.column("id").to_pylist()) for at in positions.pop(rid, ())]
+                if rows:
+                    keep, at = zip(*rows)
+                    flat = table.column(column).combine_chunks().flatten().to_numpy()
+                    writer.write_at(np.array(at), flat.reshape(-1, dims)[list(keep)])
+        if positions:
+            raise RuntimeError(f"{self.directory}: {len(positions)} of the rows have no vector in any shard")

@@ -46,6 +46,11 @@ TURNS = typer.Option(None, help="chats: first (first user turn + reply) or all (
 QUOTING = typer.Option(None, help="CSV/TSV: auto (quotes in .csv, none in .tsv), quotes or none [default: auto]")
 ON_ERROR = typer.Option(None, help="raise: stop at a broken record; skip: drop it with its reason [default: raise]")
 MAX_CHARS = typer.Option(None, help="drop rows longer than this many characters [default: 20000]")
+# Where the map stages (score, embed) run: `run`, `sweep`, `score` and `embed` share these.
+ENGINE = typer.Option(None, "--engine", help="local (in this process) or ray (Ray Data actors) [default: local]")
+ADDRESS = typer.Option(None, "--address", help="--engine ray: a Ray cluster's address, or auto (default: start Ray here)")
+ACTORS = typer.Option(None, "--actors", metavar="N", help="--engine ray: actors per stage (default: one per GPU, else per CPU)")
+GPUS_PER_ACTOR = typer.Option(None, "--gpus-per-actor", help="--engine ray: GPUs per actor, e.g. 0.5 for two models on a GPU [default: 1]")
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Curate small, high-quality Korean instruction-tuning datasets (KoQuality).")
@@ -83,6 +88,18 @@ def _summary(title: str, rows: list[tuple[str, object]]) -> None:
     Console().print(table)
 
 
+def _with_engine(recipe, **given):
+    """`recipe` with the engine options given on the command line (`--engine ray --address auto`)."""
+    from .recipe import parse_recipe
+
+    given = {("name" if k == "engine" else k): v for k, v in given.items() if v is not None}
+    if not given:
+        return recipe
+    data = recipe.model_dump()
+    data["engine"] = {**data["engine"], **given}
+    return parse_recipe(data, "the command line")
+
+
 @app.command()
 def run(sources: Optional[List[str]] = typer.Argument(None, metavar="[SRC...]", help="sources instead of the recipe's: " + SOURCES_HELP),
         recipe: str = typer.Option("demo", help="demo, paper, or a recipe .yaml file"),
@@ -97,13 +114,15 @@ def run(sources: Optional[List[str]] = typer.Argument(None, metavar="[SRC...]", 
         source: Optional[List[str]] = SOURCE_NAMES, map: Optional[List[str]] = SOURCE_MAP,
         split: Optional[str] = SPLIT, config: Optional[str] = CONFIG, encoding: Optional[str] = ENCODING,
         turns: Optional[str] = TURNS, quoting: Optional[str] = QUOTING, on_error: Optional[str] = ON_ERROR,
-        max_chars: Optional[int] = MAX_CHARS):
+        max_chars: Optional[int] = MAX_CHARS, engine: Optional[str] = ENGINE, address: Optional[str] = ADDRESS,
+        actors: Optional[int] = ACTORS, gpus_per_actor: Optional[float] = GPUS_PER_ACTOR):
     """Run the whole pipeline: ingest → score → embed → cluster → sample → export → report (→ train → eval)."""
     from .pipeline import run as run_pipeline
     from .recipe import load_recipe, parse_recipe
 
     loaded = _with_sources(load_recipe(recipe), sources, source, map, on_error, max_chars, split=split, config=config,
                            encoding=encoding, turns=turns, quoting=quoting)
+    loaded = _with_engine(loaded, engine=engine, address=address, actors=actors, gpus_per_actor=gpus_per_actor)
     if (eval or kobest_dir or limit) and not train and loaded.train is None:
         raise KoqualityError("--eval evaluates the model that --train fine-tunes: add --train MODEL (hub id or path)")
     if train or eval or kobest_dir or limit:
@@ -162,7 +181,8 @@ def sweep(inputs: Optional[List[str]] = typer.Argument(None, metavar="[SRC...]",
           source: Optional[List[str]] = SOURCE_NAMES, map: Optional[List[str]] = SOURCE_MAP,
           split: Optional[str] = SPLIT, config: Optional[str] = CONFIG, encoding: Optional[str] = ENCODING,
           turns: Optional[str] = TURNS, quoting: Optional[str] = QUOTING, on_error: Optional[str] = ON_ERROR,
-          max_chars: Optional[int] = MAX_CHARS):
+          max_chars: Optional[int] = MAX_CHARS, engine: Optional[str] = ENGINE, address: Optional[str] = ADDRESS,
+          actors: Optional[int] = ACTORS, gpus_per_actor: Optional[float] = GPUS_PER_ACTOR):
     """The paper's experiment grid: every (L, K, method, N) selection, scoring and embedding once."""
     from .recipe import load_recipe, parse_recipe
     from .report import summary_rows
@@ -170,6 +190,7 @@ def sweep(inputs: Optional[List[str]] = typer.Argument(None, metavar="[SRC...]",
 
     base = _with_sources(load_recipe(recipe or "demo"), inputs, source, map, on_error, max_chars, split=split,
                          config=config, encoding=encoding, turns=turns, quoting=quoting)
+    base = _with_engine(base, engine=engine, address=address, actors=actors, gpus_per_actor=gpus_per_actor)
     if inputs:
         base = parse_recipe({**base.model_dump(), "name": "sweep"}, "sweep")
     result = run_sweep(base, output, _numbers(len_groups, int, "--len-groups"), _numbers(k, int, "--k"),
@@ -288,55 +309,77 @@ def ingest(sources: List[str] = typer.Argument(..., metavar="SRC...", help=SOURC
     _summary(f"ingest → {output}", rows + [("corpus", result.corpus.num_rows), ("dropped rows", str(dropped_path))])
 
 
-@app.command()
-def score(input: Path, output: Path = typer.Option(...),
-          scorer: str = typer.Option("kiwi", help="kiwi (offline) or hf (a causal LM)"),
-          model: Optional[str] = typer.Option(None, help="hub id or local path (hf)"),
-          revision: Optional[str] = typer.Option(None),
-          device: str = typer.Option("auto", help="auto, cpu or cuda"),
-          dtype: str = typer.Option("auto", help="auto (fp32 on CPU, bf16 on GPU), float32, bfloat16"),
-          max_length: int = typer.Option(1024, help="truncate at this many tokens (the paper: 1024)"),
-          batch_tokens: Optional[int] = typer.Option(None, help="token budget per batch (default: 2048 on CPU, 32768 on GPU)"),
-          add_bos: bool = typer.Option(False, help="prepend BOS so the first token is scored too (the paper does not)"),
-          field: str = typer.Option("instruction"),
-          trust_remote_code: bool = typer.Option(False)):
-    """Add ppl and n_tokens (ppl stays empty where a text cannot be scored)."""
-    from .scoring import score as score_table, scorer_for
-    from .tables import read_table, table_format, write_table
+def _map_stage_command(stage: str, backend_key: str, summary: str):
+    """`koquality score` / `koquality embed`: options built from the registered backends' settings
+    (backends.py), so a new backend's settings are options here without touching this file."""
+    import inspect
 
-    table_format(output)
-    backend = scorer_for(scorer, dict(model=model, revision=revision, device=device, dtype=dtype, max_length=max_length,
-                                      batch_tokens=batch_tokens, add_bos=add_bos, trust_remote_code=trust_remote_code))
-    result = score_table(read_table(input), backend, field=field)
-    write_table(result, output)
-    _summary(f"score → {output}", [("rows", result.num_rows), ("unscorable (ppl empty)", result.column("ppl").null_count)])
+    from . import backends
+
+    fields = backends.settings_fields(stage)
+    kinds = ", ".join(f"{name} ({backends.backend(stage, name).help})" for name in backends.names(stage))
+    default = backends.names(stage)[0]
+    params = [
+        inspect.Parameter("input", inspect.Parameter.KEYWORD_ONLY, annotation=Path,
+                          default=typer.Argument(..., metavar="INPUT", help="a table with the texts (.parquet .jsonl .csv …)")),
+        inspect.Parameter("output", inspect.Parameter.KEYWORD_ONLY, annotation=Path, default=typer.Option(
+            ..., help="table to write (INPUT's columns plus ppl, n_tokens)" if stage == "score" else ".npy file; row i is row i of INPUT")),
+        inspect.Parameter(backend_key, inspect.Parameter.KEYWORD_ONLY, annotation=str,
+                          default=typer.Option(default, help=kinds)),
+        inspect.Parameter("field", inspect.Parameter.KEYWORD_ONLY, annotation=str,
+                          default=typer.Option("instruction", help="the column holding the texts")),
+    ]
+    if stage == "embed":
+        params.append(inspect.Parameter("seed", inspect.Parameter.KEYWORD_ONLY, annotation=int,
+                                        default=typer.Option(42, help="tfidf: the SVD's seed")))
+    for name, info in fields.items():
+        kind = _option_type(info.annotation)
+        flags = (f"--{name.replace('_', '-')}/--no-{name.replace('_', '-')}",) if kind is bool else ()
+        help_text = info.description or ""
+        if info.default is not None and kind is not bool:
+            help_text += f" [default: {info.default}]"
+        params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=Optional[kind],
+                                        default=typer.Option(None, *flags, help=help_text)))
+    params += [
+        inspect.Parameter("cache", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[Path], default=typer.Option(
+            None, help="where finished shards are kept, so a killed command resumes (default: a folder beside "
+                       "OUTPUT, removed after success)")),
+        inspect.Parameter("keep_cache", inspect.Parameter.KEYWORD_ONLY, annotation=bool,
+                          default=typer.Option(False, help="keep the default cache folder after success")),
+        inspect.Parameter("shard_rows", inspect.Parameter.KEYWORD_ONLY, annotation=int,
+                          default=typer.Option(8192, help="rows per cached shard")),
+        inspect.Parameter("engine", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[str], default=ENGINE),
+        inspect.Parameter("address", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[str], default=ADDRESS),
+        inspect.Parameter("actors", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[int], default=ACTORS),
+        inspect.Parameter("gpus_per_actor", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[float], default=GPUS_PER_ACTOR),
+    ]
+
+    def command(**options):
+        from .pipeline import map_stage_command
+
+        settings = {name: options.pop(name) for name in fields}
+        rows = map_stage_command(stage, options.pop(backend_key), settings, **options)
+        _summary(f"{stage} → {options['output']}", rows)
+
+    command.__signature__ = inspect.Signature(params)
+    command.__doc__ = summary
+    app.command(stage)(command)
 
 
-@app.command()
-def embed(input: Path, output: Path = typer.Option(..., help=".npy file; row i is row i of INPUT"),
-          encoder: str = typer.Option("tfidf", help="tfidf (offline), hf (transformers) or st (sentence-transformers)"),
-          model: Optional[str] = typer.Option(None), revision: Optional[str] = typer.Option(None),
-          dims: int = typer.Option(256, help="tfidf: SVD dimensions"),
-          pooling: str = typer.Option("pooler", help="hf: pooler (the paper), cls or mean"),
-          max_length: int = typer.Option(512), normalize: bool = typer.Option(False),
-          batch_tokens: Optional[int] = typer.Option(None, help="hf: token budget per batch (default: 4096 on CPU, 65536 on GPU)"),
-          device: str = typer.Option("auto"), dtype: str = typer.Option("auto"),
-          seed: int = typer.Option(42), field: str = typer.Option("instruction"),
-          trust_remote_code: bool = typer.Option(False)):
-    """Write one vector per row to a .npy file."""
-    from .embedding import embed as embed_table, encoder_for
-    from .tables import read_table, save_vectors
+def _option_type(annotation):
+    """The option type of a setting: str for a Literal (pydantic checks the value), X for `X | None`."""
+    import typing
 
-    if output.suffix != ".npy":
-        raise KoqualityError(f"{output}: vectors are written as .npy")
-    check_range("--dims", dims, 1)
-    check_range("--seed", seed, 0, MAX_SEED)
-    backend = encoder_for(encoder, dict(dims=dims, seed=seed, model=model, revision=revision, pooling=pooling,
-                                        max_length=max_length, batch_tokens=batch_tokens, normalize=normalize,
-                                        device=device, dtype=dtype, trust_remote_code=trust_remote_code))
-    vectors = embed_table(read_table(input), backend, field=field)
-    save_vectors(vectors, output)
-    _summary(f"embed → {output}", [("rows", vectors.shape[0]), ("dimensions", vectors.shape[1])])
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if typing.get_origin(annotation) is typing.Literal:
+        return str
+    if args and typing.get_origin(annotation) is not typing.Literal and len(args) == 1:
+        return _option_type(args[0])
+    return annotation
+
+
+_map_stage_command("score", "scorer", "Add ppl and n_tokens (ppl stays empty where a text cannot be scored).")
+_map_stage_command("embed", "encoder", "Write one vector per row to a .npy file.")
 
 
 @app.command()

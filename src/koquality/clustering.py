@@ -19,7 +19,23 @@ threads (k-means++) and faiss's OpenMP threads, which wait on each other. On a 2
 of that 28K-row run (L=5) took 0.9 s (K=10) / 2.1 s (K=20) / 12 s (K=100) pinned against 4-5 / 6-7 / 13-21 s
 with 2 threads per library, and 12-50 s at K=20 when other processes kept the cores busy. The cost is for one
 large Lloyd run on an idle many-core machine, where faiss no longer parallelises: 113K rows × K=100 × 25
-iterations took 2.4 s on one thread, 1.5 s on two.
+iterations took 2.4 s on one thread, 1.5 s on two. The cores are used instead by fitting the length groups side
+by side (one single-threaded k-means per available CPU, `threads.threads()`): the labels are the same as one
+after another, and the 400K-row cluster stage (L=5, K=100) went from 42 s to 26.5 s on 2 cores (benchmarks/RESULTS.md).
+
+Fit, then assign. `fit_centroids` finds a group's centroids; `assign` gives rows their nearest centroid. They are
+two steps because a Ray engine labels rows batch by batch in other processes, never holding a whole group: it
+fits on a seeded sample (`fit_sample_rows`: the rows the restarts compete on) and sends the centroids to the
+workers. The centroids are also kept (`ClusterResult.centroids`, clusters/len{L}_k{K}.centroids.npy) so that a
+selection can be explained (how far a row lies from its cluster's centre) and new rows can join the same
+clusters without another fit. `cluster()` takes its labels and inertia from `assign` over the group's rows,
+bit for bit what faiss's one search over the whole group gave before the split. That needs care: faiss's flat
+search runs an sgemm over blocks of 4,096 queries (`distance_compute_blas_query_bs`), a direct loop instead
+below 128,000 query floats (`distance_compute_blas_threshold`), and a row's last bits depend on its place in
+its block: on 20K shared vectors, batches of 1,000 rows gave other distance bits for 5 % (K=100) to 22 % (K=20)
+of the rows (no label moved there; at a near-tie one would). So `assign` lays each batch out as the search over
+all rows saw it, padding with zero rows up to its blocks' edges; its results do not depend on the batching, and
+a slice of a group (`offset`, `total_rows`) gets the same bits as the whole group.
 
 `reproduce="original"` (recipe `reproduce: original`, `--reproduce original`): the original KoQuality code's
 partitions. Its generate_perplexity.py stored `round(ppl, 2)` and sorted the rows by (`len`, rounded `ppl`)
@@ -36,6 +52,8 @@ the original's KMeans would have raised. sklearn's k-means is far slower than th
 
 from __future__ import annotations
 
+import re
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,7 +63,7 @@ import pyarrow as pa
 from . import progress
 from .errors import KoqualityError
 from .tables import check_finite, require_columns, set_column
-from .threads import one_thread
+from .threads import one_thread, threads
 
 
 def len_group_boundaries(lengths: np.ndarray, len_groups: int) -> np.ndarray:
@@ -105,54 +123,169 @@ def kmeans_original(vectors: np.ndarray, k: int, random_state: int = 42, n_init:
 def kmeans(vectors: np.ndarray, k: int, seed: int = 0, n_init: int = 10, niter: int = 25,
            init_sample: int | None = None, restart_sample: int | None = None, device: str = "cpu",
            backend: str = "auto") -> KMeansResult:
-    """K-means with k-means++ seeding and Lloyd iterations, best of `n_init` restarts by inertia.
+    """`fit_centroids`, then every row assigned to its nearest centroid (`assign`; torch's own assignment on the
+    torch backend). The inertia is the sum of those squared distances, in float64."""
+    x = np.ascontiguousarray(vectors, dtype=np.float32)
+    centroids = fit_centroids(x, k, seed=seed, n_init=n_init, niter=niter, init_sample=init_sample,
+                              restart_sample=restart_sample, device=device, backend=backend)
+    _, assign_rows = _kmeans_backend(device, backend)
+    labels, distances = assign_rows(x, centroids)
+    return KMeansResult(labels, centroids, float(distances.sum(dtype=np.float64)))
+
+
+def fit_sample_rows(n_rows: int, k: int, seed: int = 0, n_init: int = 10,
+                    restart_sample: int | None = None) -> np.ndarray:
+    """The rows (sorted positions in the group) that `fit_centroids`'s restarts compete on: all of them up to
+    `restart_sample` rows (default 256 × k), else a sample drawn from `seed`.
+
+    A driver that cannot hold a group reads only these rows: `fit_centroids(group[rows], k, seed, n_init)` runs
+    the same restarts as `fit_centroids(group, ...)` and stops before its last refinement over every row."""
+    restart_sample = restart_sample or 256 * k
+    if n_rows <= restart_sample:
+        return np.arange(n_rows)
+    rng = np.random.default_rng(int(_restart_seeds(seed, n_init)[-1]))
+    return np.sort(rng.choice(n_rows, restart_sample, replace=False))
+
+
+def _restart_seeds(seed: int, n_init: int) -> np.ndarray:
+    """One seed per restart, then one for the sample the restarts share and the final refinement."""
+    return np.random.SeedSequence(seed).generate_state(max(n_init, 1) + 1)
+
+
+def fit_centroids(vectors: np.ndarray, k: int, seed: int = 0, n_init: int = 10, niter: int = 25,
+                  init_sample: int | None = None, restart_sample: int | None = None, device: str = "cpu",
+                  backend: str = "auto") -> np.ndarray:
+    """K centroids (float32, k × dims) by k-means++ seeding and Lloyd iterations, best of `n_init` restarts by
+    inertia.
 
     k-means++ runs on a seeded sample of `init_sample` rows (default 40 × k, at least 1,024): its cost
     grows with rows × k, and on 40K×256 sentence vectors, K=100, a 4K-row sample seeded restarts as good as
     a 20K-row one (inertia within 0.2 %) in half the time. The restarts then compete on a seeded sample of
-    `restart_sample` rows (default 256 × k, faiss's own training cap), and only the winner is refined by
-    Lloyd iterations over every row: one full-data run instead of `n_init`. Backends: faiss on CPU; on a CUDA device faiss's GPU build when it is
+    `restart_sample` rows (default 256 × k, faiss's own training cap; `fit_sample_rows`), and only the winner is
+    refined by Lloyd iterations over every row: one full-data run instead of `n_init`. k = 1 is the rows' mean
+    and k = rows the rows themselves. Backends: faiss on CPU; on a CUDA device faiss's GPU build when it is
     installed, else torch (`backend="torch"` also runs on CPU, which is how it is tested).
     """
     from sklearn.cluster import kmeans_plusplus
 
-    if backend not in KMEANS_BACKENDS:
-        raise KoqualityError(f"k-means backend {backend}: expected one of {', '.join(KMEANS_BACKENDS)}")
+    lloyd, assign_rows = _kmeans_backend(device, backend)
     x = np.ascontiguousarray(vectors, dtype=np.float32)
     n, d = x.shape
     if not 1 <= k <= n:
         raise ValueError(f"k={k} must be between 1 and the number of rows ({n})")
-    if k == 1 or k == n:
-        labels = np.zeros(n, dtype=np.int64) if k == 1 else np.arange(n)
-        centroids = x.mean(axis=0, keepdims=True) if k == 1 else x.copy()
-        inertia = float(((x - centroids[labels]) ** 2).sum())
-        return KMeansResult(labels, centroids, inertia)
-    lloyd = _lloyd_backend(device, backend)
+    if k == 1:
+        return x.mean(axis=0, keepdims=True)
+    if k == n:
+        return x.copy()
     init_sample = init_sample or max(1024, 40 * k)
-    restart_sample = restart_sample or 256 * k
-    seeds = np.random.SeedSequence(seed).generate_state(max(n_init, 1) + 1)
-    rng = np.random.default_rng(int(seeds[-1]))
-    arena = x[np.sort(rng.choice(n, restart_sample, replace=False))] if n > restart_sample else x
-    best: KMeansResult | None = None
+    seeds = _restart_seeds(seed, n_init)
+    rows = fit_sample_rows(n, k, seed, n_init, restart_sample)
+    arena = x[rows] if len(rows) < n else x
+    best, best_inertia = None, None
     with one_thread():
         for restart_seed in seeds[:-1]:
             rng = np.random.default_rng(int(restart_seed))
             sample = arena[np.sort(rng.choice(len(arena), init_sample, replace=False))] if len(arena) > init_sample else arena
             # float64: sklearn upcasts float32 on a slow path (1.5-3× slower for the same picks' quality)
             init, _ = kmeans_plusplus(sample.astype(np.float64), k, random_state=int(restart_seed) % (2**31))
-            result = lloyd(arena, np.ascontiguousarray(init, dtype=np.float32), niter, int(restart_seed) % (2**31))
-            if best is None or result.inertia < best.inertia:
-                best = result
+            centroids = lloyd(arena, np.ascontiguousarray(init, dtype=np.float32), niter, int(restart_seed) % (2**31))
+            _, distances = assign_rows(arena, centroids)
+            inertia = float(distances.sum(dtype=np.float64))
+            if best is None or inertia < best_inertia:
+                best, best_inertia = centroids, inertia
         if arena is x:
             return best
-        return lloyd(x, np.ascontiguousarray(best.centroids, dtype=np.float32), niter, int(seeds[-1]) % (2**31))
+        return lloyd(x, best, niter, int(seeds[-1]) % (2**31))
 
 
-def _lloyd_backend(device: str, backend: str):
+def assign(vectors: np.ndarray, centroids: np.ndarray, batch_rows: int = 65536, offset: int = 0,
+           total_rows: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's nearest centroid (int64) and squared L2 distance to it (float32), by faiss's flat search at one
+    thread, `batch_rows` rows at a time (rounded up to whole blocks of faiss's 4,096 queries).
+
+    The bits are those of one search over all rows, whatever `batch_rows` (see the module docstring). For a
+    slice of a larger set, e.g. a batch of a length group, give its place: `vectors` = rows `offset` …
+    `offset + len(vectors)` of `total_rows`; the labels and distances are then those of `assign(all rows)`.
+    Without its place a slice is a set of its own: the same nearest centroids up to float32 rounding (a near-tie
+    may go either way), with other last bits in the distances."""
+    # imported where used, as before the split: faiss brings its own OpenMP and OpenBLAS, loaded only by the
+    # processes that cluster
+    import faiss
+
+    x = np.asarray(vectors)
+    c = np.ascontiguousarray(centroids, dtype=np.float32)
+    if x.ndim != 2 or c.ndim != 2 or x.shape[1] != c.shape[1] or not len(c):
+        raise KoqualityError(f"assign: vectors {x.shape} and centroids {c.shape} must be rows × dims and k × dims "
+                             "with the same dims and at least one centroid")
+    n, d = x.shape
+    total_rows = offset + n if total_rows is None else total_rows
+    if batch_rows < 1 or offset < 0 or total_rows < offset + n:
+        raise KoqualityError(f"assign: batch_rows={batch_rows}, offset={offset}, total_rows={total_rows} for {n} "
+                             "rows: expected batch_rows ≥ 1 and 0 ≤ offset ≤ offset + rows ≤ total_rows")
+    block = faiss.cvar.distance_compute_blas_query_bs
+    blas = total_rows >= _faiss_blas_rows(d)  # the search over all rows used its sgemm, not the direct loop
+    step = -(-batch_rows // block) * block
+    labels = np.empty(n, dtype=np.int64)
+    distances = np.empty(n, dtype=np.float32)
+    index = faiss.IndexFlatL2(d)
+    index.add(c)
+    with one_thread():
+        start = offset
+        while start < offset + n:
+            end = min((start // step + 1) * step, offset + n)
+            queries, lead = _as_searched(x[start - offset:end - offset], start, total_rows, block, blas)
+            found_distances, found_labels = index.search(queries, 1)
+            labels[start - offset:end - offset] = found_labels[lead:lead + end - start, 0]
+            distances[start - offset:end - offset] = found_distances[lead:lead + end - start, 0]
+            start = end
+    if n and labels.min() < 0:  # faiss's answer when every distance is NaN
+        raise KoqualityError(f"assign: {int((labels < 0).sum())} rows have no nearest centroid "
+                             "(NaN or infinite values)")
+    return labels, distances
+
+
+def _faiss_blas_rows(d: int) -> int:
+    """The fewest queries faiss's flat search computes with its sgemm; fewer go through a direct loop, whose
+    distances have other last bits. faiss 1.14.2 made the threshold count query floats (rows × d), not rows."""
+    import faiss
+
+    threshold = faiss.cvar.distance_compute_blas_threshold
+    version = tuple(int(part) for part in re.findall(r"\d+", faiss.__version__)[:3])
+    return -(-threshold // d) if version >= (1, 14, 2) else threshold
+
+
+def _as_searched(rows: np.ndarray, start: int, total_rows: int, block: int, blas: bool) -> tuple[np.ndarray, int]:
+    """`rows` (positions `start` … of `total_rows`) laid out as faiss's search over all the rows saw them, and
+    where they begin: zero rows fill their first and last blocks, and whole zero blocks go in front when the
+    batch alone would be too small for the sgemm that search used. A row's bits depend on its block."""
+    rows = np.ascontiguousarray(rows, dtype=np.float32)
+    if not blas:  # the direct loop computes each row on its own
+        return rows, 0
+    n, d = rows.shape
+    first = start // block * block
+    size = min(-(-(start + n) // block) * block, total_rows) - first
+    lead = start - first
+    missing = _faiss_blas_rows(d) - size
+    if missing > 0:
+        extra = -(-missing // block) * block
+        lead, size = lead + extra, size + extra
+    if lead == 0 and size == n:
+        return rows, 0
+    laid_out = np.zeros((size, d), dtype=np.float32)
+    laid_out[lead:lead + n] = rows
+    return laid_out, lead
+
+
+def _kmeans_backend(device: str, backend: str):
+    """(Lloyd iterations: rows, initial centroids, iterations, seed → centroids; assignment: rows, centroids →
+    labels, squared distances) for the backend that runs on `device`."""
+    if backend not in KMEANS_BACKENDS:
+        raise KoqualityError(f"k-means backend {backend}: expected one of {', '.join(KMEANS_BACKENDS)}")
     on_gpu = device.startswith("cuda")
     if backend == "torch" or (backend == "auto" and on_gpu and not _faiss_has_gpu()):
-        return lambda x, init, niter, seed: _lloyd_torch(x, init, niter, device)
-    return lambda x, init, niter, seed: _lloyd_faiss(x, init, niter, seed, gpu=on_gpu)
+        return (lambda x, init, niter, seed: _lloyd_torch(x, init, niter, device),
+                lambda x, centroids: _assign_torch(x, centroids, device))
+    return lambda x, init, niter, seed: _lloyd_faiss(x, init, niter, seed, gpu=on_gpu), assign
 
 
 def _faiss_has_gpu() -> bool:
@@ -161,18 +294,17 @@ def _faiss_has_gpu() -> bool:
     return hasattr(faiss, "get_num_gpus") and faiss.get_num_gpus() > 0
 
 
-def _lloyd_faiss(x: np.ndarray, init: np.ndarray, niter: int, seed: int, gpu: bool = False) -> KMeansResult:
+def _lloyd_faiss(x: np.ndarray, init: np.ndarray, niter: int, seed: int, gpu: bool = False) -> np.ndarray:
     import faiss
 
     n, d = x.shape
     km = faiss.Kmeans(d, init.shape[0], niter=niter, seed=seed, max_points_per_centroid=n,
                       min_points_per_centroid=1, verbose=False, gpu=gpu)
     km.train(x, init_centroids=init)
-    distances, labels = km.index.search(x, 1)
-    return KMeansResult(labels[:, 0].astype(np.int64), km.centroids.copy(), float(distances.sum(dtype=np.float64)))
+    return km.centroids.copy()
 
 
-def _lloyd_torch(x: np.ndarray, init: np.ndarray, niter: int, device: str, chunk: int = 65536) -> KMeansResult:
+def _lloyd_torch(x: np.ndarray, init: np.ndarray, niter: int, device: str) -> np.ndarray:
     """Lloyd iterations in torch; an emptied cluster keeps its previous centroid."""
     from .torch_utils import import_torch
 
@@ -180,18 +312,8 @@ def _lloyd_torch(x: np.ndarray, init: np.ndarray, niter: int, device: str, chunk
     xt = torch.from_numpy(x).to(device)
     centroids = torch.from_numpy(init).to(device)
     x_sq = (xt * xt).sum(1)
-
-    def assign(c):
-        labels = torch.empty(xt.shape[0], dtype=torch.long, device=device)
-        dist = torch.empty(xt.shape[0], dtype=torch.float32, device=device)
-        c_sq = (c * c).sum(1)
-        for start in range(0, xt.shape[0], chunk):
-            block = x_sq[start:start + chunk, None] - 2 * xt[start:start + chunk] @ c.T + c_sq[None]
-            dist[start:start + chunk], labels[start:start + chunk] = block.min(dim=1)
-        return labels, dist.clamp_min_(0)
-
     for _ in range(niter):
-        labels, _ = assign(centroids)
+        labels, _ = _nearest_torch(xt, x_sq, centroids)
         sums = torch.zeros_like(centroids).index_add_(0, labels, xt)
         counts = torch.bincount(labels, minlength=centroids.shape[0]).to(xt.dtype)
         filled = counts > 0
@@ -200,22 +322,49 @@ def _lloyd_torch(x: np.ndarray, init: np.ndarray, niter: int, device: str, chunk
         if torch.equal(updated, centroids):
             break
         centroids = updated
-    labels, dist = assign(centroids)
-    return KMeansResult(labels.cpu().numpy(), centroids.cpu().numpy(), float(dist.double().sum()))
+    return centroids.cpu().numpy()
+
+
+def _assign_torch(x: np.ndarray, centroids: np.ndarray, device: str) -> tuple[np.ndarray, np.ndarray]:
+    """The torch backend's `assign`: the same distances its Lloyd iterations minimise."""
+    from .torch_utils import import_torch
+
+    torch = import_torch("k-means on a GPU without faiss-gpu")
+    xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(device)
+    labels, distances = _nearest_torch(xt, (xt * xt).sum(1), torch.from_numpy(centroids).to(device))
+    return labels.cpu().numpy(), distances.cpu().numpy()
+
+
+def _nearest_torch(xt, x_sq, centroids, chunk: int = 65536):
+    """Nearest centroid and squared distance per row, `chunk` rows at a time (bounded GPU memory)."""
+    import torch
+
+    labels = torch.empty(xt.shape[0], dtype=torch.long, device=xt.device)
+    distances = torch.empty(xt.shape[0], dtype=torch.float32, device=xt.device)
+    c_sq = (centroids * centroids).sum(1)
+    for start in range(0, xt.shape[0], chunk):
+        block = x_sq[start:start + chunk, None] - 2 * xt[start:start + chunk] @ centroids.T + c_sq[None]
+        distances[start:start + chunk], labels[start:start + chunk] = block.min(dim=1)
+    return labels, distances.clamp_min_(0)
 
 
 @dataclass
 class ClusterResult:
     table: pa.Table
     info: dict[str, Any] = field(default_factory=dict)
+    # every length group's centroids, in group order (info["groups"][g]["centroids"]: group g's rows of it)
+    centroids: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), dtype=np.float32))
 
 
 def cluster(table: pa.Table, vectors, len_groups: int, k: int, seed: int = 0, n_init: int = 10,
             niter: int = 25, device: str = "cpu", reproduce: str | None = None) -> ClusterResult:
     """Add `len_group` and `cluster` (numbered within its length group) to `table`.
 
-    `vectors`: an array, or a `tables.VectorFile` read one length group at a time (bounded memory).
-    `reproduce="original"`: the original code's k-means (see the module docstring); also adds `ppl_rounded`."""
+    `vectors`: an array, or a `tables.VectorFile` read one length group at a time (bounded memory). Group g's
+    centroids are fitted with seed `seed + g` (`fit_centroids`) and its rows labelled by `assign`.
+    `reproduce="original"`: the original code's k-means (see the module docstring); also adds `ppl_rounded`.
+    The result's `centroids` stack every group's centroids in group order; `info["groups"][g]["centroids"]` is
+    [first, end), group g's rows of that array ([x, x] for an empty group)."""
     check_reproduce(reproduce)
     require_columns(table, ["len", "ppl"] if reproduce else ["len"], "cluster")
     if reproduce and table.column("ppl").null_count:
@@ -235,20 +384,35 @@ def cluster(table: pa.Table, vectors, len_groups: int, k: int, seed: int = 0, n_
         order = original_order(lengths, ppl_rounded)
         info.update(reproduce=reproduce, kmeans=f"sklearn.cluster.KMeans(n_clusters=K, random_state={seed}, n_init={n_init})",
                     row_order="len, ppl rounded to 2 decimals, table order")
-    with progress.stage("cluster", table.num_rows) as advance:
-        for g in range(len_groups):
-            # the original's rows: the group's rows in its (len, rounded ppl) order, labels assigned back by position
-            rows = order[groups[order] == g] if reproduce else np.flatnonzero(groups == g)
+    members = [order[groups[order] == g] if reproduce else np.flatnonzero(groups == g) for g in range(len_groups)]
+    centroids: list[np.ndarray] = []
+    centroid_rows = 0
+
+    def fit(g: int) -> KMeansResult | None:
+        # the original's rows: the group's rows in its (len, rounded ppl) order, labels assigned back by position
+        rows = members[g]
+        if not len(rows):
+            return None
+        group_vectors = vectors.rows(rows) if hasattr(vectors, "rows") else vectors[rows]  # VectorFile or array
+        check_finite(group_vectors, f"cluster: length group {g}")
+        if reproduce:
+            return kmeans_original(group_vectors, min(k, len(rows)), random_state=seed, n_init=n_init)
+        return kmeans(group_vectors, min(k, len(rows)), seed=seed + g, n_init=n_init, niter=niter, device=device)
+
+    # Length groups are independent and each k-means runs on one thread (its bits must not depend on the
+    # core count), so the groups share the available CPUs instead: same labels, 1.8× faster on 2 cores.
+    workers = 1 if device.startswith("cuda") else max(1, min(threads(), sum(len(m) > 0 for m in members)))
+    with progress.stage("cluster", table.num_rows) as advance, one_thread(), \
+            ThreadPoolExecutor(workers, thread_name_prefix="koquality-kmeans") as pool:
+        for g, result in enumerate(pool.map(fit, range(len_groups))):
+            rows = members[g]
             k_used = min(k, len(rows))
-            entry = {"len_group": g, "rows": int(len(rows)), "k": int(k_used)}
-            if len(rows):
-                group_vectors = vectors.rows(rows) if hasattr(vectors, "rows") else vectors[rows]  # VectorFile or array
-                check_finite(group_vectors, f"cluster: length group {g}")
-                if reproduce:
-                    result = kmeans_original(group_vectors, k_used, random_state=seed, n_init=n_init)
-                else:
-                    result = kmeans(group_vectors, k_used, seed=seed + g, n_init=n_init, niter=niter, device=device)
+            entry = {"len_group": g, "rows": int(len(rows)), "k": int(k_used),
+                     "centroids": [centroid_rows, centroid_rows + (0 if result is None else len(result.centroids))]}
+            centroid_rows = entry["centroids"][1]
+            if result is not None:
                 clusters[rows] = result.labels
+                centroids.append(np.asarray(result.centroids, dtype=np.float32))
                 entry["inertia"] = result.inertia
             if k_used < k:
                 info["clamped"].append({"len_group": g, "rows": int(len(rows)), "k_requested": k, "k_used": int(k_used)})
@@ -258,4 +422,5 @@ def cluster(table: pa.Table, vectors, len_groups: int, k: int, seed: int = 0, n_
     table = set_column(table, "cluster", pa.array(clusters, type=pa.int32()))
     if reproduce:
         table = set_column(table, "ppl_rounded", pa.array(ppl_rounded, type=pa.float64()))
-    return ClusterResult(table, info)
+    stacked = np.concatenate(centroids) if centroids else np.zeros((0, vectors.shape[1]), dtype=np.float32)
+    return ClusterResult(table, info, stacked)

@@ -36,7 +36,7 @@ from typing import Any
 
 from . import __version__, hub
 from .errors import KoqualityError, missing_extra
-from .recipe import fingerprint
+from .cache import fingerprint
 from .kobest import kobest_rows
 from .tables import atomic_path, write_json
 

@@ -22,8 +22,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from . import cache
+from .cache import fingerprint
 from .kiwi import kiwi_settings, kiwi_version, morphemes_of
-from .recipe import fingerprint
 
 SCHEMA = pa.schema([("id", pa.string()), ("morphemes", pa.list_(pa.string()))])
 

@@ -6,7 +6,7 @@ runs/<name>/
   scores/<scorer>-<key>/shard-NNNNN.parquet   id → ppl, n_tokens (key: the scorer's settings)
   morphemes/kiwi-<key>/shard-*.parquet        id → Kiwi's morphemes, written by the kiwi scorer, read by TF-IDF
   vectors/<encoder>-<key>.npy                 row i ↔ corpus row i (hf/st also keep shards beside it)
-  clusters/len{L}_k{K}.parquet (+ .json: boundaries, clamped K, inertia)
+  clusters/len{L}_k{K}.parquet (+ .json: boundaries, clamped K, inertia; + .centroids.npy)
   selections/len{L}_k{K}_m{M}_n{N}.jsonl
   export/train.<format>
 ```
@@ -20,9 +20,13 @@ or in `dropped.parquet` with its reason: rows.read = rows.dropped + rows.corpus.
 from __future__ import annotations
 
 import contextlib
-import functools
+import hashlib
+import json
 import logging
-import platform
+import os
+import shutil
+import subprocess
+import sys
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -34,18 +38,23 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from . import __version__, cache, hub, progress
+from . import __version__, backends, cache, hub, progress
+from .cache import ShardCache, fingerprint, library_version, versions
 from .clustering import cluster
-from .embedding import cache_parts as encoder_cache_parts, encoder_for
-from .errors import KoqualityError
+from .engines import MapStage, fill
+from .embedding import embed
+from .evaluate import evaluate, load_results, markdown_table
+from .errors import KoqualityError, check_range
 from .export import export
 from .ingest import DROPPED_SCHEMA, SourceSpec, ingest_to_parquet
-from .recipe import Recipe, fingerprint
+from .recipe import EngineConfig, Recipe, load_recipe, parse_engine
+from .report import write_report
 from .sampling import cell_summary, sample
-from .morphemes import MorphemeWriter, directory as morpheme_directory, tokens_in_order
-from .scoring import cache_parts as scorer_cache_parts, score, scorer_for
+from .morphemes import directory as morpheme_directory, tokens_in_order
 from .rundir import claimed, remove_temporaries
-from .tables import VectorFile, VectorWriter, atomic_path, check_finite, read_table, write_json, write_table
+from .train import CONFIG_FILE, train
+from .tables import (VectorFile, VectorWriter, atomic_path, read_table, require_columns, save_vectors, set_column,
+                     table_format, write_json, write_table)
 
 log = logging.getLogger("koquality")
 EXPORT_SUFFIX = {"jsonl": ".jsonl", "parquet": ".parquet", "csv": ".csv", "hf": "", "text": ".txt"}
@@ -60,22 +69,6 @@ class RunResult:
     @property
     def selection_path(self) -> Path:
         return self.run_dir / self.manifest["files"]["selection"]
-
-
-def versions() -> dict[str, str]:
-    import faiss
-    import kiwipiepy
-    import sklearn
-
-    found = {"koquality": __version__, "python": platform.python_version(), "numpy": np.__version__,
-             "pyarrow": pa.__version__, "faiss": faiss.__version__, "kiwipiepy": kiwipiepy.__version__,
-             "scikit-learn": sklearn.__version__}
-    import sys
-
-    for name in ("torch", "transformers", "sentence_transformers", "accelerate", "peft", "deepspeed", "lm_eval"):
-        if name in sys.modules:
-            found[name] = getattr(sys.modules[name], "__version__", "unknown")
-    return found
 
 
 class Stages:
@@ -99,14 +92,14 @@ def check_recipe_dir(run_dir: Path, recipe: Recipe, force: bool) -> None:
     """A run directory belongs to one recipe; running another into it needs --force."""
     saved = run_dir / "recipe.yaml"
     if saved.exists() and not force:
-        from .recipe import load_recipe
 
         try:
             previous = load_recipe(saved, relative_to_file=False)
         except KoqualityError as e:
             raise KoqualityError(f"{saved}: damaged, so the run it belongs to is unknown ({e}); "
                                  "use --force to replace it with this recipe") from None
-        curation = {"train", "eval"}  # training and evaluation keep their own cache keys in model/ and eval/
+        # training and evaluation keep their own cache keys in model/ and eval/; either engine gives the same result
+        curation = {"train", "eval", "engine"}
         if previous.model_dump(exclude=curation) != recipe.model_dump(exclude=curation):
             raise KoqualityError(f"{run_dir}: holds a run of a different recipe (see {saved}); "
                                  f"use another --output or --force to replace it")
@@ -115,60 +108,48 @@ def check_recipe_dir(run_dir: Path, recipe: Recipe, force: bool) -> None:
 SCORES_SCHEMA = pa.schema([("id", pa.string()), ("ppl", pa.float64()), ("n_tokens", pa.int32())])
 
 
-def scores_cached(table: pa.Table, recipe: Recipe, run_dir: Path, stages: Stages) -> pa.Table:
-    """Join cached scores by id; score only the rows no shard has yet, writing a shard every `shard_rows`.
+def score_stage(recipe: Recipe, run_dir: Path) -> MapStage:
+    """The recipe's scorer over its field, cached in scores/<scorer>-<key>/ (key: backends.Backend.cache_key).
+    The kiwi scorer also keeps its morphemes for TF-IDF when that embeds the same field (see morphemes.py)."""
+    section = recipe.score.model_dump()
+    scorer = backends.backend("score", recipe.score.scorer)
+    key = scorer.cache_key(section, library_version(scorer.library))
+    field = recipe.score.field
+    morphemes = (morpheme_directory(run_dir, field)
+                 if recipe.embed.encoder == "tfidf" and recipe.embed.field == field else None)
+    return MapStage(scorer, section, field, ShardCache(run_dir / "scores" / f"{scorer.name}-{key}", SCORES_SCHEMA),
+                    recipe.score.shard_rows, morphemes=morphemes)
 
-    A run killed mid-way leaves its finished shards; the next run reuses them and scores the rest in the
-    same chunks, so its result is identical to an uninterrupted run's. Shards that are damaged are
-    recomputed (see cache.py).
+
+def scores_cached(table: pa.Table, recipe: Recipe, run_dir: Path, stages: Stages) -> pa.Table:
+    """Join cached scores by id; score only the rows no shard has yet, on the recipe's engine, a shard at a time.
+
+    A run killed mid-way leaves its finished shards; the next run reuses them and scores the rest, so its
+    result is identical to an uninterrupted run's. Shards that are damaged are recomputed (see cache.py).
     """
-    config = recipe.score.model_dump()
-    backend = {"kiwi": "kiwipiepy", "hf": "transformers"}[recipe.score.scorer]
-    skip = ("batch_tokens", "shard_rows")
-    key = fingerprint({k: v for k, v in config.items() if k not in skip}, versions().get(backend),
-                      *scorer_cache_parts(recipe.score.scorer))
-    directory = run_dir / "scores" / f"{recipe.score.scorer}-{key}"
-    directory.mkdir(parents=True, exist_ok=True)
-    shards = [read_table(p) for p in cache.valid_shards(directory, ".parquet")]
-    cached = pa.concat_tables([SCORES_SCHEMA.empty_table(), *shards])
-    missing = table.filter(pc.invert(pc.is_in(table.column("id"), value_set=cached.column("id"))))
-    if missing.num_rows:
-        scorer = scorer_for(recipe.score.scorer, config)
-        field, size = recipe.score.field, recipe.score.shard_rows
-        # The kiwi scorer's morphemes, kept for TF-IDF when it embeds the same field (see morphemes.py).
-        morphemes = (MorphemeWriter(morpheme_directory(run_dir, field))
-                     if recipe.embed.encoder == "tfidf" and recipe.embed.field == field else None)
-        with progress.stage("score", missing.num_rows) as advance:
-            for start in range(0, missing.num_rows, size):
-                chunk = missing.slice(start, size).select(["id", field])
-                new = score(chunk, scorer, field=field, morphemes=morphemes)
-                new = new.select(["id", "ppl", "n_tokens"]).cast(SCORES_SCHEMA)
-                cache.write_shard(directory, new.column("id").to_pylist(), ".parquet", lambda tmp: pq.write_table(new, tmp))
-                cached = pa.concat_tables([cached, new])
-                advance(chunk.num_rows)
-    stages.note("score", cache=str(directory.relative_to(run_dir)), scored=missing.num_rows,
-                from_cache=table.num_rows - missing.num_rows)
-    index = pc.index_in(table.column("id"), value_set=cached.column("id"))
-    table = table.append_column("ppl", cached.column("ppl").take(index))
-    return table.append_column("n_tokens", cached.column("n_tokens").take(index))
+    stage = score_stage(recipe, run_dir)
+    rows = table.select(["id", stage.field])
+    scored = fill(stage, rows, recipe.engine)
+    stages.note("score", cache=str(stage.cache.directory.relative_to(run_dir)), scored=scored,
+                from_cache=table.num_rows - scored, engine=recipe.engine.name)
+    cached = stage.cache.take(table.column("id"))
+    return table.append_column("ppl", cached.column("ppl")).append_column("n_tokens", cached.column("n_tokens"))
 
 
 def vectors_cached(corpus: pa.Table, recipe: Recipe, run_dir: Path, stages: Stages) -> tuple[VectorFile, Path]:
     """Vectors for the corpus rows, in order. Row-independent encoders (`hf`, `st`) write shards by id as
-    they go, like scoring; TF-IDF is fitted on the whole corpus at once, so it is cached whole. The matrix
-    is reused only while its completion marker vouches for it (size and checksum)."""
-    config = recipe.embed.model_dump()
-    encoder = recipe.embed.encoder
-    backend = {"tfidf": "kiwipiepy", "hf": "transformers", "st": "sentence_transformers"}[encoder]
-    skip = ("batch_tokens", "shard_rows")
-    key = fingerprint({k: v for k, v in config.items() if k not in skip}, recipe.seed, versions().get(backend),
-                      corpus.column("id").to_pylist() if encoder == "tfidf" else None, *encoder_cache_parts(encoder))
-    path = run_dir / "vectors" / f"{encoder}-{key}.npy"
+    they go, on the recipe's engine, like scoring; TF-IDF is fitted on the whole corpus at once, so it is
+    cached whole. The matrix is reused only while its completion marker vouches for it (size and checksum)."""
+    section = recipe.embed.model_dump()
+    encoder = backends.backend("embed", recipe.embed.encoder)
+    row_ids = None if encoder.row_independent else corpus.column("id").to_pylist()
+    key = encoder.cache_key(section, recipe.seed, library_version(encoder.library), row_ids)
+    path = run_dir / "vectors" / f"{encoder.name}-{key}.npy"
     if cache.trusted(path):
         stages.note("embed", cache=str(path.relative_to(run_dir)), from_cache=True)
         return VectorFile(path), path
-    if encoder == "tfidf":  # written batch by batch: the matrix is never in memory whole
-        tfidf = encoder_for("tfidf", {**config, "seed": recipe.seed})
+    if not encoder.row_independent:  # TF-IDF, written batch by batch: the matrix is never in memory whole
+        tfidf = encoder.build(section, seed=recipe.seed)
         with progress.stage("embed", corpus.num_rows) as advance, \
                 VectorWriter(path, corpus.num_rows, recipe.embed.dims) as writer:
             texts = corpus.column(recipe.embed.field).to_pylist()
@@ -178,52 +159,78 @@ def vectors_cached(corpus: pa.Table, recipe: Recipe, run_dir: Path, stages: Stag
                 advance(len(batch))
         stages.note("embed", embedded=corpus.num_rows)
     else:
-        stages.note("embed", embedded=_sharded_vectors(corpus, recipe, path.with_suffix(""), path))
+        stage = MapStage(encoder, section, recipe.embed.field, ShardCache(path.with_suffix("")), recipe.embed.shard_rows,
+                         context={"seed": recipe.seed} if "seed" in encoder.context else {})
+        embedded = fill(stage, corpus.select(["id", stage.field]), recipe.engine)
+        stage.cache.write_npy(corpus.column("id").to_pylist(), path)
+        stages.note("embed", embedded=embedded, engine=recipe.engine.name)
     cache.seal(path, rows=corpus.num_rows)
     stages.note("embed", cache=str(path.relative_to(run_dir)), from_cache=False)
     return VectorFile(path), path
 
 
-def _sharded_vectors(corpus: pa.Table, recipe: Recipe, directory: Path, path: Path) -> int:
-    """Encode the rows no shard holds yet into new shards, then gather every shard into `path` in corpus
-    order, row by row: at no point are all vectors in memory. Returns how many rows were encoded."""
-    directory.mkdir(parents=True, exist_ok=True)
-    ids = corpus.column("id").to_pylist()
-    done: set[str] = set()
-    for shard in cache.valid_shards(directory, ".npz"):
-        with np.load(shard, allow_pickle=False) as data:
-            done.update(data["ids"].tolist())
-    missing = [i for i, rid in enumerate(ids) if rid not in done]
-    if missing:
-        encoder = encoder_for(recipe.embed.encoder, recipe.embed.model_dump())
-        texts = corpus.column(recipe.embed.field).to_pylist()
-        size = recipe.embed.shard_rows
-        with progress.stage("embed", len(missing)) as advance:
-            for start in range(0, len(missing), size):
-                rows = missing[start:start + size]
-                vectors = np.ascontiguousarray(encoder.encode([texts[i] for i in rows]), dtype=np.float32)
-                check_finite(vectors, f"{recipe.embed.encoder} encoder {recipe.embed.model}", first_row=start)
-                shard_ids = [ids[i] for i in rows]
-                cache.write_shard(directory, shard_ids, ".npz", functools.partial(_save_npz, ids=np.array(shard_ids),
-                                                                                  vectors=vectors))
-                advance(len(rows))
-    position = {rid: i for i, rid in enumerate(ids)}
-    shards = cache.valid_shards(directory, ".npz")
-    with np.load(shards[0], allow_pickle=False) as data:
-        dims = data["vectors"].shape[1]
-    with VectorWriter(path, len(ids), dims) as writer:
-        for shard in shards:  # shards may also hold rows of an earlier, larger corpus: those are skipped
-            with np.load(shard, allow_pickle=False) as data:
-                rows = [(j, position.pop(rid)) for j, rid in enumerate(data["ids"].tolist()) if rid in position]
-                if rows:
-                    keep, at = zip(*rows)
-                    writer.write_at(np.array(at), data["vectors"][list(keep)])
-    return len(missing)
+def text_ids(table: pa.Table, field: str) -> pa.Array:
+    """Row ids for a table that has none (`koquality score` / `embed` on a user's file): a digest of the text,
+    which is all a map stage's output depends on, so equal texts share one cached value."""
+    if "id" in table.column_names:
+        return table.column("id").combine_chunks().cast(pa.string())
+    return pa.array([hashlib.blake2b(t.encode("utf-8"), digest_size=10).hexdigest() if t is not None else "null"
+                     for t in table.column(field).to_pylist()], pa.string())
 
 
-def _save_npz(path: Path, **arrays: np.ndarray) -> None:
-    with open(path, "wb") as f:  # a file object: given a name, numpy would append .npz to the temporary's
-        np.savez(f, **arrays)
+def map_table(table: pa.Table, stage: str, name: str, settings: dict[str, Any], field: str, cache_root: Path,
+              engine: EngineConfig | None = None, seed: int = 42, shard_rows: int = 8192) -> tuple[MapStage, pa.Array, int]:
+    """One map stage over a table outside a run (`koquality score` / `embed`), through the same shard cache as a
+    run: shards in `cache_root/<backend>-<key>/`, so a killed command resumes. Returns the stage (its cache
+    holds the output), the rows' ids and how many rows were computed rather than read from the cache."""
+    require_columns(table, [field], stage)
+    backend = backends.backend(stage, name)
+    key = backend.cache_key({**settings, "field": field}, seed if stage == "embed" else None, library_version(backend.library))
+    mapped = MapStage(backend, settings, field, ShardCache(Path(cache_root) / f"{name}-{key}",
+                                                            SCORES_SCHEMA if stage == "score" else None),
+                      shard_rows, context={"seed": seed} if "seed" in backend.context else {})
+    ids = text_ids(table, field)
+    computed = fill(mapped, pa.table({"id": ids, field: table.column(field)}), engine)
+    return mapped, ids, computed
+
+
+def map_stage_command(stage: str, name: str, settings: dict[str, Any], *, input: Path, output: Path, field: str,
+                      cache: Path | None, keep_cache: bool, shard_rows: int, engine: str | None, address: str | None,
+                      actors: int | None, gpus_per_actor: float | None, seed: int = 42) -> list[tuple[str, object]]:
+    """`koquality score` / `koquality embed`: INPUT's texts through one backend into OUTPUT, with shards kept in
+    `cache` (default: `OUTPUT.koquality-cache/` beside OUTPUT, removed after success unless `keep_cache`) so
+    that a killed command resumes. Returns the summary's rows."""
+    backend = backends.backend(stage, name)
+    settings = {k: v for k, v in settings.items() if v is not None}
+    backend.options(settings, strict=True)  # a setting this backend does not take is an error here
+    check_range("--shard-rows", shard_rows, 1)
+    if stage == "score":
+        table_format(output)
+    elif output.suffix != ".npy":
+        raise KoqualityError(f"{output}: vectors are written as .npy")
+    engine_config = parse_engine(dict(name=engine, address=address, actors=actors, gpus_per_actor=gpus_per_actor))
+    table = read_table(input)
+    if not backend.row_independent:  # fitted on the whole input (TF-IDF): nothing to shard
+        require_columns(table, [field], stage)
+        vectors = embed(table, backend.build(settings, seed=seed), field=field)
+        save_vectors(vectors, output)
+        return [("rows", table.num_rows), ("dimensions", vectors.shape[1]), ("cache", f"none ({name} fits the whole input)")]
+    cache_root = Path(cache) if cache is not None else output.with_name(output.name + ".koquality-cache")
+    mapped, ids, computed = map_table(table, stage, name, settings, field, cache_root, engine_config, seed, shard_rows)
+    rows: list[tuple[str, object]] = [("rows", table.num_rows), ("computed", computed), ("from cache", table.num_rows - computed)]
+    if stage == "score":
+        cached = mapped.cache.take(ids)
+        table = set_column(set_column(table, "ppl", cached.column("ppl")), "n_tokens", cached.column("n_tokens"))
+        write_table(table, output)
+        rows.append(("unscorable (ppl empty)", table.column("ppl").null_count))
+    else:
+        mapped.cache.write_npy(ids.to_pylist(), output)
+        rows.append(("dimensions", mapped.cache.schema.field("vector").type.list_size))
+    if cache is None and not keep_cache:
+        shutil.rmtree(cache_root)
+    else:
+        rows.append(("cache", str(mapped.cache.directory)))
+    return rows
 
 
 @contextlib.contextmanager
@@ -313,6 +320,9 @@ def cluster_into(run_dir: Path, prepared: Prepared, recipe: Recipe, len_groups: 
     path = run_dir / "clusters" / f"len{len_groups}_k{k}.parquet"
     write_table(clustered.table.select(["id", "len_group", "cluster"]), path)
     write_json(clustered.info, path.with_suffix(".json"))
+    # every group's centroids, stacked (rows info["groups"][g]["centroids"] are group g's): what explains a
+    # cluster and assigns new rows to it
+    save_vectors(clustered.centroids, path.with_suffix(".centroids.npy"))
     return clustered, path
 
 
@@ -367,7 +377,6 @@ def finish_run(recipe: Recipe, run_dir: Path, prepared: Prepared, stages: Stages
     write_json(manifest, run_dir / "manifest.json")
     log.info("rows %s", manifest["rows"])
     if report:
-        from .report import write_report
 
         stages.run("report", write_report, run_dir)
         manifest["stages"] = stages.records
@@ -398,7 +407,6 @@ def run(recipe: Recipe, run_dir: str | Path, force: bool = False, report: bool =
             manifest["stages"] = stages.records
             write_json(manifest, run_dir / "manifest.json")
             if report:  # again, now with the loss curve and the KoBEST table
-                from .report import write_report
 
                 write_report(run_dir)
     return RunResult(run_dir, manifest, selection)
@@ -411,11 +419,7 @@ def train_and_evaluate(recipe: Recipe, run_dir: Path, selection_path: Path, stag
     killed training resumes from its last checkpoint, anything else trains afresh. Evaluations are keyed by
     the model's key and the eval settings the same way.
     """
-    import hashlib
-    import json
-    import shutil
 
-    from .train import CONFIG_FILE
 
     model_dir = run_dir / "model"
     train_key = fingerprint(recipe.train.model_dump(), hashlib.sha256(selection_path.read_bytes()).hexdigest())
@@ -437,7 +441,6 @@ def train_and_evaluate(recipe: Recipe, run_dir: Path, selection_path: Path, stag
     result: dict[str, Any] = {"train": {k: summary[k] for k in ("steps", "train_loss", "first_loss", "final_loss", "data", "resolved")}}
     result["files"] = {"model": "model"}
     if recipe.eval:
-        from .evaluate import evaluate, load_results, markdown_table
 
         e = recipe.eval
         models = {"fine-tuned": str(model_dir)}
@@ -468,12 +471,7 @@ def train_and_evaluate(recipe: Recipe, run_dir: Path, selection_path: Path, stag
 def _train_processes(selection_path: Path, model_dir: Path, recipe: Recipe, resume: bool) -> dict[str, Any]:
     """Train in this process, or with `train.processes` > 1 under torchrun (one process per GPU) while this
     process waits: curation stays single-process, and a failed launch is reported with its exit code."""
-    import json
-    import os
-    import subprocess
-    import sys
 
-    from .train import CONFIG_FILE, train
 
     if recipe.train.processes == 1:
         return train(selection_path, model_dir, recipe.train, resume=resume, template=recipe.export.template)

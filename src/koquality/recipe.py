@@ -8,24 +8,22 @@ typo never silently falls back to a default.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, create_model, field_validator, model_validator
+
+from . import backends
 
 from .errors import MAX_SEED, KoqualityError
 
 PRESETS = ("demo", "paper", "paper-train")
 
 
-class Section(BaseModel):
-    # strict: `k: true` or `seed: 1.5e3` is a mistake, not a 1 or a 1500
-    model_config = ConfigDict(extra="forbid", strict=True)
+Section = backends.Settings  # strict: `k: true` or `seed: 1.5e3` is a mistake, not a 1 or a 1500; no unknown keys
 
 
 class SourceConfig(Section):
@@ -46,34 +44,20 @@ class IngestConfig(Section):
     max_chars: int = Field(20_000, ge=1)  # rows longer than this (instruction + input + output) are dropped
 
 
-class ScoreConfig(Section):
-    scorer: Literal["kiwi", "hf"] = "kiwi"
-    model: str | None = None
-    revision: str | None = None
-    field: str = "instruction"
-    device: str = "auto"
-    dtype: str = "auto"
-    max_length: int = Field(1024, ge=2)
-    batch_tokens: int | None = Field(None, ge=1)  # tokens per batch; default by device (CPU small, GPU large)
-    add_bos: bool = False
-    trust_remote_code: bool = False
-    shard_rows: int = Field(8192, ge=1)  # scores are saved every this many rows, so a killed run resumes
+def _map_stage_section(stage: str, backend_key: str, default: str, shard_help: str) -> type[Section]:
+    """The `score:` / `embed:` section: which backend, the text field, the shard size, and every registered
+    backend's settings (backends.py) — a backend added to the registry is a recipe key here too. Each
+    backend gets only its own settings."""
+    shared = {name: (info.annotation, info) for name, info in backends.settings_fields(stage).items()}
+    return create_model(f"{stage.title()}Config", __base__=Section,
+                        **{backend_key: (Literal[backends.names(stage)], default)},  # type: ignore[valid-type]
+                        **shared,
+                        field=(str, "instruction"),
+                        shard_rows=(int, Field(8192, ge=1, description=shard_help)))
 
 
-class EmbedConfig(Section):
-    encoder: Literal["tfidf", "hf", "st"] = "tfidf"
-    model: str | None = None
-    revision: str | None = None
-    field: str = "instruction"
-    dims: int = Field(256, ge=1)
-    pooling: Literal["pooler", "cls", "mean"] = "pooler"
-    max_length: int = Field(512, ge=1)
-    batch_tokens: int | None = Field(None, ge=1)
-    normalize: bool = False
-    device: str = "auto"
-    dtype: str = "auto"
-    trust_remote_code: bool = False
-    shard_rows: int = Field(8192, ge=1)  # hf/st vectors are saved every this many rows
+ScoreConfig = _map_stage_section("score", "scorer", "kiwi", "scores are saved every this many rows, so a killed run resumes")
+EmbedConfig = _map_stage_section("embed", "encoder", "tfidf", "row-independent encoders save vectors every this many rows")
 
 
 class ClusterConfig(Section):
@@ -92,6 +76,18 @@ class SampleConfig(Section):
 class ExportConfig(Section):
     format: Literal["jsonl", "parquet", "csv", "hf", "text"] = "jsonl"
     template: Literal["paper", "chat"] = "paper"
+
+
+class EngineConfig(Section):
+    """Where the map stages (score, embed) run: `local` in this process, or `ray` on a Ray cluster
+    (engines/ray.py). The selection is the same with either."""
+
+    name: Literal["local", "ray"] = "local"
+    address: str | None = None  # ray: a cluster's address or "auto"; None starts Ray on this machine
+    actors: int | None = Field(None, ge=1)  # ray: actors per map stage (default: one per GPU, else one per CPU)
+    gpus_per_actor: float | None = Field(None, gt=0)  # ray: e.g. 0.5 for two 1.3B scorers per GPU (default 1)
+    cpus_per_actor: float | None = Field(None, gt=0)  # ray: default (CPUs − 1) / actors, at most 1
+    stall_timeout: float = Field(1800, gt=0)  # ray: seconds without a finished shard before the run stops
 
 
 class TrainConfig(Section):
@@ -172,6 +168,7 @@ class Recipe(Section):
     cluster: ClusterConfig = Field(default_factory=ClusterConfig)
     sample: SampleConfig = Field(default_factory=SampleConfig)
     export: ExportConfig = Field(default_factory=ExportConfig)
+    engine: EngineConfig = Field(default_factory=EngineConfig)
     train: TrainConfig | None = None  # fine-tune on the selection after export (needs train.model)
     eval: EvalConfig | None = None  # evaluate the trained model on KoBEST (needs train)
 
@@ -199,18 +196,15 @@ class Recipe(Section):
         return self
 
     def to_yaml(self) -> str:
-        exclude = {"reproduce"} if self.reproduce is None else None  # recipes without it read as they always did
+        # recipes without them read as they always did
+        exclude = {"reproduce"} if self.reproduce is None else set()
+        if self.engine == EngineConfig():
+            exclude.add("engine")
         return yaml.safe_dump(self.model_dump(mode="json", exclude=exclude), allow_unicode=True, sort_keys=False)
 
     def selection_name(self) -> str:
         c, s = self.cluster, self.sample
         return f"len{c.len_groups}_k{c.k}_m{s.method}_n{s.ratio:g}"
-
-
-def fingerprint(*parts: Any) -> str:
-    """A short, stable key for a cache entry: what produced it, as canonical JSON."""
-    text = json.dumps(parts, sort_keys=True, ensure_ascii=False, default=str)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
 def load_recipe(name_or_path: str | Path, relative_to_file: bool = True) -> Recipe:
@@ -267,10 +261,19 @@ def _paths_from(folder: Path, data: dict[str, Any]) -> None:
             part[key] = local(part[key], must_exist)
 
 
-def parse_recipe(data: dict[str, Any], origin: str = "recipe") -> Recipe:
+def parse_engine(given: dict[str, Any]) -> EngineConfig:
+    """An engine section from command-line options (None: not given)."""
+    return _validated(EngineConfig, {k: v for k, v in given.items() if v is not None}, "engine")
+
+
+def _validated(model, data: dict[str, Any], origin: str):
     try:
-        return Recipe.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as e:
         err = e.errors()[0]
         where = ".".join(str(p) for p in err["loc"]) or "(top level)"
         raise KoqualityError(f"{origin}: {where}: {err['msg']}") from None
+
+
+def parse_recipe(data: dict[str, Any], origin: str = "recipe") -> Recipe:
+    return _validated(Recipe, data, origin)

@@ -30,11 +30,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+import yaml
 
 from .errors import KoqualityError
+from .evaluate import LABELS, TASKS, load_results, model_label, score_cells
 from .report_clusters import cell_names, cell_table, term_sample
+from .report_map import CSS as MAP_CSS, map_html
 from .report_font import figure as _figure, korean_font, page_font_css, png_bytes, styled as _styled
 from .tables import VectorFile, atomic_path, read_table
+from .train import read_loss_log
 
 log = logging.getLogger("koquality")
 
@@ -84,7 +88,6 @@ def _load(run_dir: Path) -> dict[str, Any]:
     recipe_path = run_dir / files.get("recipe", "recipe.yaml")
     recipe = {}
     if recipe_path.exists():
-        import yaml
 
         recipe = yaml.safe_load(recipe_path.read_text(encoding="utf-8")) or {}
     return {"manifest": manifest, "corpus": corpus, "corpus_path": run_dir / files["corpus"], "clusters": clusters,
@@ -354,7 +357,6 @@ def _sweep_figures(rows: list[dict[str, Any]], manifest: dict[str, Any]) -> dict
 # ------------------------------------------------------------------------------------------- HTML parts
 
 def _kobest_table(run_dir: Path) -> str:
-    from .evaluate import LABELS, TASKS, load_results, model_label, score_cells
 
     results = [load_results(p) for p in sorted((run_dir / "eval").glob("*.json"))]
     header = "".join(f"<th>{LABELS[t]}</th>" for t in TASKS)
@@ -550,7 +552,6 @@ def _csp() -> str:
 
 
 def write_report(run_dir: str | Path) -> Path:
-    from .report_map import CSS as MAP_CSS, map_html
 
     run_dir = Path(run_dir)
     data = _load(run_dir)
@@ -594,7 +595,6 @@ def write_report(run_dir: str | Path) -> Path:
         images.update(_sweep_figures(sweep_rows, manifest))
     loss_log = run_dir / "model" / "loss.jsonl"
     if "train" in manifest and loss_log.exists():
-        from .train import read_loss_log
 
         images["training_loss"] = fig_training_loss(read_loss_log(run_dir / "model"))
     encoded = {}

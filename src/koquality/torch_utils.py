@@ -88,3 +88,10 @@ def from_pretrained(auto_class, name: str, what: str, **options: Any):
         if "trust_remote_code" in str(e) and not options.get("trust_remote_code"):
             detail = "it ships its own Python code, which koquality runs only with --trust-remote-code (recipe: trust_remote_code: true)"
         raise KoqualityError(f"{name}: cannot load {what} ({detail})") from None
+
+
+def resolved_device_dtype(settings: dict[str, Any]) -> dict[str, Any]:
+    """The device and dtype "auto" stands for on this machine: bf16 scores are not fp32 scores."""
+    torch = import_torch("the hf backends")
+    device = resolve_device(torch, settings.get("device", "auto"))
+    return {"device": device.split(":")[0], "dtype": str(resolve_dtype(torch, settings.get("dtype", "auto"), device))}

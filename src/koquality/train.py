@@ -44,8 +44,8 @@ from typing import Any
 from pydantic import ValidationError
 
 from . import __version__, progress
+from .cache import versions
 from .errors import KoqualityError, missing_extra
-from .pipeline import versions
 from .recipe import TrainConfig
 from .tables import as_table, read_table, write_json
 from .torch_utils import from_pretrained

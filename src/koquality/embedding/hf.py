@@ -7,12 +7,16 @@ sentence-transformers model and lets it pool as it was trained to.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Literal, Sequence
 
 import numpy as np
+from pydantic import Field
+
+from ..backends import Backend, Settings
 
 from ..errors import KoqualityError
-from ..torch_utils import (from_pretrained, import_torch, load_options, resolve_device, resolve_dtype, right_padded,
+from ..torch_utils import (from_pretrained, import_torch, load_options, resolve_device, resolve_dtype, resolved_device_dtype,
+                           right_padded,
                            token_budget_batches)
 
 POOLINGS = ("pooler", "cls", "mean")
@@ -110,3 +114,34 @@ class _SentenceTransformerLoader:
 def make_hf_encoder(name: str, **options: Any):
     options = {k: v for k, v in options.items() if v is not None}
     return HFEncoder(**options) if name == "hf" else STEncoder(**options)
+
+
+class HFEncoderSettings(Settings):
+    model: str | None = Field(None, description="hub id or local path (the paper: BM-K/KoSimCSE-roberta-multitask)")
+    revision: str | None = Field(None, description="hub revision (branch, tag or commit)")
+    pooling: Literal["pooler", "cls", "mean"] = Field("pooler", description="hf: pooler (the paper), cls or mean")
+    max_length: int = Field(512, ge=1, description="truncate at this many tokens")
+    batch_tokens: int | None = Field(None, ge=1, description="hf: token budget per batch (default: 4096 on CPU, 65536 on GPU)")
+    device: str = Field("auto", description="auto, cpu or cuda")
+    dtype: str = Field("auto", description="auto (fp32 on CPU, bf16 on GPU), float32, bfloat16")
+    normalize: bool = Field(False, description="L2-normalise the vectors")
+    trust_remote_code: bool = Field(False, description="run the model repository's own code")
+
+
+class STEncoderSettings(Settings):
+    model: str | None = Field(None, description="hub id or local path (the paper: BM-K/KoSimCSE-roberta-multitask)")
+    revision: str | None = Field(None, description="hub revision (branch, tag or commit)")
+    max_length: int | None = Field(None, ge=1, description="truncate at this many tokens (default: the model's own)")
+    device: str = Field("auto", description="auto, cpu or cuda")
+    normalize: bool = Field(False, description="L2-normalise the vectors")
+    trust_remote_code: bool = Field(False, description="run the model repository's own code")
+
+
+BACKENDS = (
+    Backend("embed", "hf", "koquality.embedding.hf:HFEncoder", HFEncoderSettings, writes=("vector",),
+            help="a Hugging Face encoder (the paper's KoSimCSE)", library="transformers", extra="hf",
+            modules=("torch", "transformers"), resolve=resolved_device_dtype),
+    Backend("embed", "st", "koquality.embedding.hf:STEncoder", STEncoderSettings, writes=("vector",),
+            help="a sentence-transformers model", library="sentence_transformers", extra="hf",
+            modules=("torch", "sentence_transformers")),
+)

@@ -24,6 +24,9 @@ from __future__ import annotations
 from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
+from pydantic import Field
+
+from ..backends import Backend, Settings
 
 from ..kiwi import kiwi_settings, kiwi_version, morphemes_of
 from ..threads import one_thread
@@ -92,3 +95,17 @@ class TfidfEncoder:
             norms = np.linalg.norm(batch, axis=1, keepdims=True)
             np.divide(batch, norms, out=batch, where=norms > 0)
             yield batch
+
+
+class TfidfSettings(Settings):
+    dims: int = Field(256, ge=1, description="tfidf: SVD dimensions")
+
+
+def _key_parts() -> tuple:
+    return ("kiwi", kiwi_settings())  # Kiwi's options and model files (issue 11 dropped the multi-word dictionary)
+
+
+BACKENDS = (Backend("embed", "tfidf", "koquality.embedding.tfidf:TfidfEncoder", TfidfSettings, writes=("vector",),
+                    help="offline: TF-IDF over Kiwi morphemes, truncated SVD", library="kiwipiepy",
+                    modules=("kiwipiepy", "sklearn"), row_independent=False, key_parts=_key_parts,
+                    context=("seed",)),)

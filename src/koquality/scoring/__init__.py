@@ -5,7 +5,7 @@ The paper scores instructions with EleutherAI/polyglot-ko-1.3b (`hf` backend); t
 Kiwi's own Korean language model (`kiwi` backend: log-probability of Kiwi's analysis per prediction, the
 first morpheme counted by its surprisal above the average first morpheme's, foreign spellings priced per
 character; see kiwi.py). A backend is anything with
-`score(texts) -> np.ndarray` of `SCORE_DTYPE` rows and a `config()` that identifies its results for caching.
+`score(texts) -> np.ndarray` of `SCORE_DTYPE` rows; it is registered with its settings in ../backends.py.
 A text that cannot be scored gets `ppl` NaN here and null in the table — never a made-up number.
 """
 
@@ -17,11 +17,9 @@ import numpy as np
 import pyarrow as pa
 
 from .. import progress
-from ..errors import KoqualityError
 from ..tables import require_columns, set_column
 
 SCORE_DTYPE = np.dtype([("ppl", "f8"), ("n_tokens", "i4")])
-SCORERS = ("kiwi", "hf")
 
 
 class Scorer(Protocol):
@@ -30,37 +28,11 @@ class Scorer(Protocol):
     def config(self) -> dict[str, Any]: ...
 
 
-def make_scorer(name: str = "kiwi", **options: Any) -> Scorer:
-    """Build a backend by name; options a backend does not take are an error, not silently ignored."""
-    if name == "kiwi":
-        from .kiwi import KiwiScorer
+def make_scorer(name: str = "kiwi", **settings: Any) -> Scorer:
+    """A registered scorer (../backends.py) by name; a setting it does not take is an error, not ignored."""
+    from ..backends import backend  # here: the registry imports the backend modules, which import this one
 
-        return KiwiScorer(**{k: v for k, v in options.items() if v is not None})
-    if name == "hf":
-        from .hf import HFScorer
-
-        return HFScorer(**options)
-    raise KoqualityError(f"unknown scorer '{name}' (expected one of: {', '.join(SCORERS)})")
-
-
-# The settings each backend takes: the CLI and recipes carry them all, and each backend gets only its own.
-SCORER_SETTINGS = {"kiwi": (), "hf": ("model", "revision", "device", "dtype", "max_length", "batch_tokens", "add_bos",
-                                      "trust_remote_code")}
-
-
-def scorer_for(name: str, settings: dict[str, Any]) -> Scorer:
-    return make_scorer(name, **{k: settings[k] for k in SCORER_SETTINGS.get(name, ()) if k in settings})
-
-
-def cache_parts(name: str) -> tuple:
-    """What identifies a backend's scores beyond the recipe's settings and its library's version, for the
-    cache key: the kiwi scorer's formula (issue 11 changed it) and Kiwi's options and model files. Empty
-    for `hf`, whose keys stay as they were."""
-    if name == "kiwi":
-        from ..kiwi import kiwi_settings
-
-        return ("kiwi-lm-per-prediction-2", kiwi_settings())
-    return ()
+    return backend("score", name).build(settings, strict=True)
 
 
 def score(table: pa.Table, scorer: Scorer, field: str = "instruction", batch_rows: int = 4096,

@@ -13,8 +13,12 @@ import math
 from typing import Any, Sequence
 
 import numpy as np
+from pydantic import Field
 
-from ..torch_utils import (from_pretrained, import_torch, load_options, resolve_device, resolve_dtype, right_padded,
+from ..backends import Backend, Settings
+
+from ..torch_utils import (from_pretrained, import_torch, load_options, resolve_device, resolve_dtype, resolved_device_dtype,
+                           right_padded,
                            token_budget_batches)
 from . import SCORE_DTYPE
 
@@ -78,3 +82,19 @@ class HFScorer:
                 for j, value in zip(batch, mean_nll.double().cpu().numpy()):
                     out["ppl"][scorable[j]] = math.exp(value)
         return out
+
+
+class HFScorerSettings(Settings):
+    model: str | None = Field(None, description="hub id or local path of the causal LM (the paper: EleutherAI/polyglot-ko-1.3b)")
+    revision: str | None = Field(None, description="hub revision (branch, tag or commit)")
+    device: str = Field("auto", description="auto, cpu or cuda")
+    dtype: str = Field("auto", description="auto (fp32 on CPU, bf16 on GPU), float32, bfloat16")
+    max_length: int = Field(1024, ge=2, description="truncate at this many tokens (the paper: 1024)")
+    batch_tokens: int | None = Field(None, ge=1, description="token budget per batch (default: 2048 on CPU, 32768 on GPU)")
+    add_bos: bool = Field(False, description="prepend BOS so the first token is scored too (the paper does not)")
+    trust_remote_code: bool = Field(False, description="run the model repository's own code")
+
+
+BACKENDS = (Backend("score", "hf", "koquality.scoring.hf:HFScorer", HFScorerSettings, writes=("ppl", "n_tokens"),
+                    help="a Hugging Face causal LM (the paper's)", library="transformers", extra="hf",
+                    modules=("torch", "transformers"), resolve=resolved_device_dtype),)

@@ -55,6 +55,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ..backends import Backend, Settings
 from ..errors import KoqualityError
 from ..kiwi import get_kiwi, kiwi_settings, kiwi_version, morpheme_string
 from . import SCORE_DTYPE
@@ -133,3 +134,17 @@ class KiwiScorer:
         with np.errstate(over="ignore"):
             out["ppl"] = np.exp(log_ppl)
         return out, forms
+
+
+class KiwiSettings(Settings):
+    """None: Kiwi's model files and options (`..kiwi`) are the whole configuration."""
+
+
+def _key_parts() -> tuple:
+    # the formula's version (issue 11 changed it) and Kiwi's options and model files
+    return ("kiwi-lm-per-prediction-2", kiwi_settings())
+
+
+BACKENDS = (Backend("score", "kiwi", "koquality.scoring.kiwi:KiwiScorer", KiwiSettings, writes=("ppl", "n_tokens"),
+                    help="offline: Kiwi's Korean language model (CoNg)", library="kiwipiepy", modules=("kiwipiepy",),
+                    key_parts=_key_parts),)
