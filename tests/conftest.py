@@ -13,6 +13,28 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("KOQUALITY_SHARED_DATA", REPO.parent / "shared" / "data"))
 INSTRUCTIONS = SHARED_DATA / "instructions"
 
+# What a run promises to reproduce; manifest.json and run.log hold timings, report.html is not written.
+REPRODUCIBLE = ("corpus.parquet", "vectors/*.npy", "clusters/*.parquet", "clusters/*.json", "selections/*",
+                "export/*")
+
+# The four shared instruction files as one recipe (format with dir=): what the determinism and engine tests run.
+SHARED_RECIPE = """\
+name: shared-determinism
+seed: 42
+sources:
+  - path: {dir}/koalpaca_v1.0_partial.json
+  - path: {dir}/chatbotdata.csv
+  - path: {dir}/kor_mwp_train.jsonl
+    map: {{output: reason+answer}}
+  - path: {dir}/skku_every.jsonl
+    map: {{instruction: input, output: label}}
+score: {{scorer: kiwi}}
+embed: {{encoder: tfidf, dims: 256}}
+cluster: {{len_groups: 5, k: 20}}
+sample: {{method: ppl, ratio: 0.1}}
+export: {{format: jsonl, template: paper}}
+"""
+
 
 @pytest.fixture
 def shared_instructions():

@@ -20,31 +20,11 @@ from pathlib import Path
 
 import numpy as np
 
+from conftest import REPRODUCIBLE, SHARED_RECIPE
+
 # KOQUALITY_THREADS=1 also runs the length groups' k-means one after another instead of side by side.
 THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "KOQUALITY_THREADS")
 SETTINGS = {"one-thread": "1", "default": None}
-
-# What a run promises to reproduce; manifest.json and run.log hold timings, report.html is not written.
-REPRODUCIBLE = ("corpus.parquet", "vectors/*.npy", "clusters/*.parquet", "clusters/*.json", "selections/*",
-                "export/*")
-
-SHARED_RECIPE = """\
-name: shared-determinism
-seed: 42
-sources:
-  - path: {dir}/koalpaca_v1.0_partial.json
-  - path: {dir}/chatbotdata.csv
-  - path: {dir}/kor_mwp_train.jsonl
-    map: {{output: reason+answer}}
-  - path: {dir}/skku_every.jsonl
-    map: {{instruction: input, output: label}}
-score: {{scorer: kiwi}}
-embed: {{encoder: tfidf, dims: 256}}
-cluster: {{len_groups: 5, k: 20}}
-sample: {{method: ppl, ratio: 0.1}}
-export: {{format: jsonl, template: paper}}
-"""
-
 
 def thread_env(threads: str | None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in THREAD_VARIABLES}

@@ -10,7 +10,6 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 
 import numpy as np
@@ -18,13 +17,11 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from conftest import koquality
+from conftest import REPRODUCIBLE, SHARED_RECIPE, koquality
 
 from koquality import backends
 from koquality.recipe import EmbedConfig, ScoreConfig, load_recipe
 from koquality.tables import read_table
-
-REPRODUCIBLE = ("corpus.parquet", "vectors/*.npy", "clusters/*.parquet", "clusters/*.json", "selections/*", "export/*")
 
 
 def reproducible(run_dir):
@@ -155,6 +152,16 @@ def test_score_command_resumes_after_sigkill_and_removes_its_default_cache(tmp_p
     assert cache.is_dir()  # a cache named by the user is kept
 
 
+def test_score_command_removes_only_its_own_files_from_the_default_cache_folder(tmp_path):
+    source = rows_file(tmp_path, 300)
+    foreign = tmp_path / "out.parquet.koquality-cache" / "notes.txt"
+    foreign.parent.mkdir()
+    foreign.write_text("not koquality's", encoding="utf-8")
+    koquality("score", source, "--output", tmp_path / "out.parquet", "--shard-rows", "100")
+    assert foreign.read_text(encoding="utf-8") == "not koquality's"
+    assert sorted(p.name for p in foreign.parent.rglob("*")) == ["notes.txt"]  # its shards and folder are gone
+
+
 def test_embed_command_resumes_after_sigkill(tmp_path):
     pytest.importorskip("torch")
     from tiny_models import build_encoder
@@ -190,18 +197,7 @@ def test_ray_engine_gives_the_local_selection_on_the_demo(tmp_path):
 def test_ray_engine_gives_the_local_selection_on_the_shared_files(shared_instructions, tmp_path):
     needs_ray()
     recipe = tmp_path / "shared.yaml"
-    recipe.write_text(textwrap.dedent(f"""\
-        name: shared-engines
-        sources:
-          - path: {shared_instructions}/koalpaca_v1.0_partial.json
-          - path: {shared_instructions}/chatbotdata.csv
-          - path: {shared_instructions}/kor_mwp_train.jsonl
-            map: {{output: reason+answer}}
-          - path: {shared_instructions}/skku_every.jsonl
-            map: {{instruction: input, output: label}}
-        cluster: {{len_groups: 5, k: 20}}
-        sample: {{method: ppl, ratio: 0.05}}
-        """), encoding="utf-8")
+    recipe.write_text(SHARED_RECIPE.format(dir=shared_instructions.as_posix()), encoding="utf-8")
     koquality("run", "--recipe", recipe, "--output", tmp_path / "local", "--no-report")
     koquality("run", "--recipe", recipe, "--engine", "ray", "--output", tmp_path / "ray", "--no-report")
     assert_same_run(tmp_path / "local", tmp_path / "ray")

@@ -25,10 +25,11 @@ from typing import Any, Callable, get_args
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from .errors import KoqualityError, missing_extra
 from .cache import fingerprint
+from .errors import KoqualityError, missing_extra
 
-STAGES = ("score", "embed")
+KINDS = {"score": "scorer", "embed": "encoder"}  # the map stages and what their backends are called
+STAGES = tuple(KINDS)
 
 # One line per backend module, in the order their names are listed in help texts.
 MODULES = (
@@ -91,7 +92,7 @@ class Backend:
 
     @property
     def kind(self) -> str:
-        return "scorer" if self.stage == "score" else "encoder"
+        return KINDS[self.stage]
 
     def build(self, settings: dict[str, Any], strict: bool = False, **context: Any):
         """The backend object (`Scorer` / `Encoder`), its model loaded. `context`: what the run supplies
@@ -130,12 +131,7 @@ def backend(stage: str, name: str) -> Backend:
     try:
         return registry()[stage][name]
     except KeyError:
-        kind = "scorer" if stage == "score" else "encoder"
-        raise KoqualityError(f"unknown {kind} '{name}' (expected one of: {', '.join(names(stage))})") from None
-
-
-def build(stage: str, name: str, settings: dict[str, Any], **context: Any):
-    return backend(stage, name).build(settings, **context)
+        raise KoqualityError(f"unknown {KINDS[stage]} '{name}' (expected one of: {', '.join(names(stage))})") from None
 
 
 def settings_fields(stage: str) -> dict[str, Any]:

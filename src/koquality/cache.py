@@ -31,6 +31,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from .rundir import remove_temporaries
 from .tables import VectorWriter, atomic_path, file_digest, write_json
 
 log = logging.getLogger("koquality")
@@ -115,9 +116,12 @@ def shard_name(ids: Sequence[str], suffix: str) -> str:
     return f"shard-{digest}{suffix}"
 
 
-def valid_shards(directory: Path, suffix: str) -> list[Path]:
-    """The shards of `directory` that are intact, in name order; damaged ones and stray markers are removed."""
-    shards = [p for p in sorted(directory.glob(f"shard-*{suffix}")) if trusted(p)]
+def valid_shards(directory: Path, suffix: str, vouched: set[Path] | None = None) -> list[Path]:
+    """The shards of `directory` that are intact, in name order; damaged ones and stray markers are removed.
+    Shards in `vouched` were checked already and are not read again; the ones checked now are added to it."""
+    vouched = set() if vouched is None else vouched
+    shards = [p for p in sorted(directory.glob(f"shard-*{suffix}")) if p in vouched or trusted(p)]
+    vouched.update(shards)
     for stray in directory.glob(f"shard-*{suffix}{MARKER}"):
         if not stray.with_name(stray.name[:-len(MARKER)]).exists():
             stray.unlink()
@@ -143,6 +147,9 @@ class ShardCache:
         dimensions): then it is the first shard's."""
         self.directory = Path(directory)
         self._schema = schema
+        # shards whose checksum this cache has checked (or written): a stage lists its shards several times
+        # (what is missing, then the values), and re-hashing gigabytes of vectors each time would double its I/O
+        self._vouched: set[Path] = set()
 
     @property
     def schema(self) -> pa.Schema:
@@ -152,7 +159,7 @@ class ShardCache:
         return self._schema
 
     def shards(self) -> list[Path]:
-        return valid_shards(self.directory, self.SUFFIX) if self.directory.is_dir() else []
+        return valid_shards(self.directory, self.SUFFIX, self._vouched) if self.directory.is_dir() else []
 
     def read(self, columns: Sequence[str] | None = None) -> pa.Table:
         """Every intact shard, concatenated (an id in two shards has the same values in both)."""
@@ -170,8 +177,21 @@ class ShardCache:
         if self._schema is None or len(self._schema) == 1:
             self._schema = table.schema
         table = table.select(self.schema.names).cast(self.schema)
-        return write_shard(self.directory, table.column("id").to_pylist(), self.SUFFIX,
+        path = write_shard(self.directory, table.column("id").to_pylist(), self.SUFFIX,
                            lambda tmp: pq.write_table(table, tmp))
+        self._vouched.add(path)
+        return path
+
+    def remove(self) -> None:
+        """Delete this cache's shards, their markers and koquality's temporaries, then the folder if that
+        left it empty: only what koquality wrote goes, never a file someone else put there."""
+        if not self.directory.is_dir():
+            return
+        for path in self.directory.glob(f"shard-*{self.SUFFIX}*"):  # shards and their .done markers
+            path.unlink()
+        remove_temporaries(self.directory)
+        remove_if_empty(self.directory)
+
 
     def take(self, ids: pa.Array | pa.ChunkedArray) -> pa.Table:
         """The cached rows of `ids`, in that order (nulls where an id is not cached)."""
@@ -195,3 +215,8 @@ class ShardCache:
                     writer.write_at(np.array(at), flat.reshape(-1, dims)[list(keep)])
         if positions:
             raise RuntimeError(f"{self.directory}: {len(positions)} of the rows have no vector in any shard")
+
+
+def remove_if_empty(folder: Path) -> None:
+    if folder.is_dir() and not any(folder.iterdir()):
+        folder.rmdir()

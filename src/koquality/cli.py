@@ -370,12 +370,10 @@ def _option_type(annotation):
     """The option type of a setting: str for a Literal (pydantic checks the value), X for `X | None`."""
     import typing
 
-    args = [a for a in typing.get_args(annotation) if a is not type(None)]
     if typing.get_origin(annotation) is typing.Literal:
         return str
-    if args and typing.get_origin(annotation) is not typing.Literal and len(args) == 1:
-        return _option_type(args[0])
-    return annotation
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    return _option_type(args[0]) if len(args) == 1 else annotation
 
 
 _map_stage_command("score", "scorer", "Add ppl and n_tokens (ppl stays empty where a text cannot be scored).")

@@ -223,7 +223,8 @@ def assign(vectors: np.ndarray, centroids: np.ndarray, batch_rows: int = 65536, 
         raise KoqualityError(f"assign: batch_rows={batch_rows}, offset={offset}, total_rows={total_rows} for {n} "
                              "rows: expected batch_rows ≥ 1 and 0 ≤ offset ≤ offset + rows ≤ total_rows")
     block = faiss.cvar.distance_compute_blas_query_bs
-    blas = total_rows >= _faiss_blas_rows(d)  # the search over all rows used its sgemm, not the direct loop
+    blas_rows = _faiss_blas_rows(d)
+    blas = total_rows >= blas_rows  # the search over all rows used its sgemm, not the direct loop
     step = -(-batch_rows // block) * block
     labels = np.empty(n, dtype=np.int64)
     distances = np.empty(n, dtype=np.float32)
@@ -233,7 +234,8 @@ def assign(vectors: np.ndarray, centroids: np.ndarray, batch_rows: int = 65536, 
         start = offset
         while start < offset + n:
             end = min((start // step + 1) * step, offset + n)
-            queries, lead = _as_searched(x[start - offset:end - offset], start, total_rows, block, blas)
+            queries, lead = _as_searched(x[start - offset:end - offset], start, total_rows, block,
+                                         blas_rows if blas else None)
             found_distances, found_labels = index.search(queries, 1)
             labels[start - offset:end - offset] = found_labels[lead:lead + end - start, 0]
             distances[start - offset:end - offset] = found_distances[lead:lead + end - start, 0]
@@ -254,18 +256,20 @@ def _faiss_blas_rows(d: int) -> int:
     return -(-threshold // d) if version >= (1, 14, 2) else threshold
 
 
-def _as_searched(rows: np.ndarray, start: int, total_rows: int, block: int, blas: bool) -> tuple[np.ndarray, int]:
+def _as_searched(rows: np.ndarray, start: int, total_rows: int, block: int,
+                 blas_rows: int | None) -> tuple[np.ndarray, int]:
     """`rows` (positions `start` … of `total_rows`) laid out as faiss's search over all the rows saw them, and
     where they begin: zero rows fill their first and last blocks, and whole zero blocks go in front when the
-    batch alone would be too small for the sgemm that search used. A row's bits depend on its block."""
+    batch alone would be too small for the sgemm that search used (`blas_rows` queries; None: that search
+    used the direct loop). A row's bits depend on its block."""
     rows = np.ascontiguousarray(rows, dtype=np.float32)
-    if not blas:  # the direct loop computes each row on its own
+    if blas_rows is None:  # the direct loop computes each row on its own
         return rows, 0
     n, d = rows.shape
     first = start // block * block
     size = min(-(-(start + n) // block) * block, total_rows) - first
     lead = start - first
-    missing = _faiss_blas_rows(d) - size
+    missing = blas_rows - size
     if missing > 0:
         extra = -(-missing // block) * block
         lead, size = lead + extra, size + extra

@@ -39,7 +39,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from . import __version__, backends, cache, hub, progress
-from .cache import ShardCache, fingerprint, library_version, versions
+from .cache import ShardCache, fingerprint, library_version, remove_if_empty, versions
 from .clustering import cluster
 from .engines import MapStage, fill
 from .embedding import embed
@@ -108,17 +108,31 @@ def check_recipe_dir(run_dir: Path, recipe: Recipe, force: bool) -> None:
 SCORES_SCHEMA = pa.schema([("id", pa.string()), ("ppl", pa.float64()), ("n_tokens", pa.int32())])
 
 
+def stage_key(backend: backends.Backend, section: dict[str, Any], seed: int, row_ids: list[str] | None = None) -> str:
+    """The cache key of a stage's output: a score depends on the settings and the library; a vector also on the
+    seed, and a corpus-wide encoder's (TF-IDF) on every row it was fitted on."""
+    if backend.stage == "score":
+        return backend.cache_key(section, library_version(backend.library))
+    return backend.cache_key(section, seed, library_version(backend.library), row_ids)
+
+
+def map_stage(backend: backends.Backend, section: dict[str, Any], root: Path, seed: int, shard_rows: int,
+              morphemes: Path | None = None) -> MapStage:
+    """`backend` over `section["field"]`, its shards in `root/<backend>-<key>/`."""
+    cache = ShardCache(root / f"{backend.name}-{stage_key(backend, section, seed)}",
+                       SCORES_SCHEMA if backend.stage == "score" else None)
+    return MapStage(backend, section, section["field"], cache, shard_rows,
+                    context={"seed": seed} if "seed" in backend.context else {}, morphemes=morphemes)
+
+
 def score_stage(recipe: Recipe, run_dir: Path) -> MapStage:
-    """The recipe's scorer over its field, cached in scores/<scorer>-<key>/ (key: backends.Backend.cache_key).
-    The kiwi scorer also keeps its morphemes for TF-IDF when that embeds the same field (see morphemes.py)."""
-    section = recipe.score.model_dump()
-    scorer = backends.backend("score", recipe.score.scorer)
-    key = scorer.cache_key(section, library_version(scorer.library))
+    """The recipe's scorer over its field, cached in scores/<scorer>-<key>/. The kiwi scorer also keeps its
+    morphemes for TF-IDF when that embeds the same field (see morphemes.py)."""
     field = recipe.score.field
     morphemes = (morpheme_directory(run_dir, field)
                  if recipe.embed.encoder == "tfidf" and recipe.embed.field == field else None)
-    return MapStage(scorer, section, field, ShardCache(run_dir / "scores" / f"{scorer.name}-{key}", SCORES_SCHEMA),
-                    recipe.score.shard_rows, morphemes=morphemes)
+    return map_stage(backends.backend("score", recipe.score.scorer), recipe.score.model_dump(), run_dir / "scores",
+                     recipe.seed, recipe.score.shard_rows, morphemes)
 
 
 def scores_cached(table: pa.Table, recipe: Recipe, run_dir: Path, stages: Stages) -> pa.Table:
@@ -143,8 +157,7 @@ def vectors_cached(corpus: pa.Table, recipe: Recipe, run_dir: Path, stages: Stag
     section = recipe.embed.model_dump()
     encoder = backends.backend("embed", recipe.embed.encoder)
     row_ids = None if encoder.row_independent else corpus.column("id").to_pylist()
-    key = encoder.cache_key(section, recipe.seed, library_version(encoder.library), row_ids)
-    path = run_dir / "vectors" / f"{encoder.name}-{key}.npy"
+    path = run_dir / "vectors" / f"{encoder.name}-{stage_key(encoder, section, recipe.seed, row_ids)}.npy"
     if cache.trusted(path):
         stages.note("embed", cache=str(path.relative_to(run_dir)), from_cache=True)
         return VectorFile(path), path
@@ -159,8 +172,7 @@ def vectors_cached(corpus: pa.Table, recipe: Recipe, run_dir: Path, stages: Stag
                 advance(len(batch))
         stages.note("embed", embedded=corpus.num_rows)
     else:
-        stage = MapStage(encoder, section, recipe.embed.field, ShardCache(path.with_suffix("")), recipe.embed.shard_rows,
-                         context={"seed": recipe.seed} if "seed" in encoder.context else {})
+        stage = map_stage(encoder, section, run_dir / "vectors", recipe.seed, recipe.embed.shard_rows)  # shards beside path
         embedded = fill(stage, corpus.select(["id", stage.field]), recipe.engine)
         stage.cache.write_npy(corpus.column("id").to_pylist(), path)
         stages.note("embed", embedded=embedded, engine=recipe.engine.name)
@@ -184,11 +196,7 @@ def map_table(table: pa.Table, stage: str, name: str, settings: dict[str, Any], 
     run: shards in `cache_root/<backend>-<key>/`, so a killed command resumes. Returns the stage (its cache
     holds the output), the rows' ids and how many rows were computed rather than read from the cache."""
     require_columns(table, [field], stage)
-    backend = backends.backend(stage, name)
-    key = backend.cache_key({**settings, "field": field}, seed if stage == "embed" else None, library_version(backend.library))
-    mapped = MapStage(backend, settings, field, ShardCache(Path(cache_root) / f"{name}-{key}",
-                                                            SCORES_SCHEMA if stage == "score" else None),
-                      shard_rows, context={"seed": seed} if "seed" in backend.context else {})
+    mapped = map_stage(backends.backend(stage, name), {**settings, "field": field}, Path(cache_root), seed, shard_rows)
     ids = text_ids(table, field)
     computed = fill(mapped, pa.table({"id": ids, field: table.column(field)}), engine)
     return mapped, ids, computed
@@ -227,7 +235,8 @@ def map_stage_command(stage: str, name: str, settings: dict[str, Any], *, input:
         mapped.cache.write_npy(ids.to_pylist(), output)
         rows.append(("dimensions", mapped.cache.schema.field("vector").type.list_size))
     if cache is None and not keep_cache:
-        shutil.rmtree(cache_root)
+        mapped.cache.remove()
+        remove_if_empty(cache_root)
     else:
         rows.append(("cache", str(mapped.cache.directory)))
     return rows

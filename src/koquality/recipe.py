@@ -17,7 +17,6 @@ import yaml
 from pydantic import Field, ValidationError, create_model, field_validator, model_validator
 
 from . import backends
-
 from .errors import MAX_SEED, KoqualityError
 
 PRESETS = ("demo", "paper", "paper-train")

@@ -14,14 +14,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
 
+from .. import progress
 from ..backends import Backend
 from ..cache import ShardCache
-from .. import progress
+from ..embedding import embed
 from ..morphemes import MorphemeWriter
 from ..recipe import EngineConfig
+from ..scoring import score
 from ..tables import check_finite
 
 @dataclass
@@ -40,23 +41,14 @@ class MapStage:
         return self.backend.build(self.settings, **self.context)
 
     def compute(self, instance, batch: pa.Table) -> pa.Table:
-        """`batch` (id, field) → id and the backend's output columns."""
-        texts = batch.column(self.field).to_pylist()
-        ids = batch.column("id")
+        """`batch` (id, field) → id and the backend's output columns, by the stages' own functions."""
         if self.backend.stage == "score":
-            if self.morphemes is not None and hasattr(instance, "analyse"):
-                values, forms = instance.analyse(texts)
-                MorphemeWriter(self.morphemes).write(ids.to_pylist(), forms)
-            else:
-                values = instance.score(texts)
-            ppl = values["ppl"]
-            return pa.table({"id": ids, "ppl": pa.array(ppl, pa.float64(), mask=np.isnan(ppl)),
-                             "n_tokens": pa.array(values["n_tokens"], pa.int32())})
-        vectors = np.ascontiguousarray(instance.encode(texts), dtype=np.float32)
-        if vectors.shape[0] != len(texts):
-            raise RuntimeError(f"encoder returned {vectors.shape[0]} vectors for {len(texts)} texts")
+            writer = MorphemeWriter(self.morphemes) if self.morphemes is not None else None
+            return score(batch, instance, field=self.field, morphemes=writer).select(["id", "ppl", "n_tokens"])
+        vectors = embed(batch, instance, field=self.field)
         check_finite(vectors, f"{self.backend.name} encoder {self.settings.get('model')}")
-        return pa.table({"id": ids, "vector": pa.FixedSizeListArray.from_arrays(vectors.reshape(-1), vectors.shape[1])})
+        return pa.table({"id": batch.column("id"),
+                         "vector": pa.FixedSizeListArray.from_arrays(vectors.reshape(-1), vectors.shape[1])})
 
     def shards_of(self, todo: pa.Table) -> list[pa.Table]:
         return [todo.slice(start, self.shard_rows) for start in range(0, todo.num_rows, self.shard_rows)]

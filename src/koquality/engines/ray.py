@@ -26,6 +26,7 @@ import pyarrow.compute as pc
 
 from ..errors import KoqualityError, missing_extra
 from ..recipe import EngineConfig
+from ..threads import set_threads, threads
 from . import MapStage
 
 
@@ -40,8 +41,6 @@ def import_ray():
 
 def connect(engine: EngineConfig):
     """Ray, started on this machine (with the CPUs this process may use) or joined at `engine.address`."""
-    from ..threads import threads
-
     ray = import_ray()
     if not ray.is_initialized():
         options = dict(include_dashboard=False, logging_level=logging.WARNING, log_to_driver=True)
@@ -81,10 +80,8 @@ def actor_resources(engine: EngineConfig, backend_device: str, cluster: dict[str
 class ShardWriter:
     """A Ray actor: one backend loaded, then shard after shard computed and written to the cache."""
 
-    def __init__(self, stage: MapStage, threads: int):
-        from ..threads import set_threads
-
-        set_threads(threads)  # before the backend starts its pools: this actor's share, not the node's cores
+    def __init__(self, stage: MapStage, thread_count: int):
+        set_threads(thread_count)  # before the backend starts its pools: this actor's share, not the node's cores
         self.stage = stage
         self.instance = stage.load()
 
@@ -99,7 +96,7 @@ def fill_with_ray(stage: MapStage, todo: pa.Table, engine: EngineConfig, advance
     actors, cpus, gpus = actor_resources(engine, device, ray.cluster_resources())
     shards = stage.shards_of(todo)
     dataset = ray.data.from_arrow(shards)
-    done = dataset.map_batches(ShardWriter, fn_constructor_kwargs={"stage": stage, "threads": max(1, math.floor(cpus))},
+    done = dataset.map_batches(ShardWriter, fn_constructor_kwargs={"stage": stage, "thread_count": max(1, math.floor(cpus))},
                                batch_size=stage.shard_rows, batch_format="pyarrow", concurrency=min(actors, len(shards)),
                                num_cpus=cpus, num_gpus=gpus or None, zero_copy_batch=True)
     for batch in done.iter_batches(batch_size=None, batch_format="pyarrow"):
