@@ -54,6 +54,10 @@ class Backend:
     settings: type[Settings]
     writes: tuple[str, ...]
     help: str
+    # The columns it reads. () = the one text column the recipe names (score.field / embed.field): the backend
+    # has `score(texts)` / `encode(texts)`. Otherwise it has `score_rows(table)` over these columns, returning
+    # a structured array with one field per column of `writes` (NaN where a row has no value).
+    reads: tuple[str, ...] = ()
     library: str | None = None  # module whose version is part of the cache key
     extra: str | None = None  # pip extra that provides `modules`
     modules: tuple[str, ...] = ()

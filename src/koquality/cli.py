@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections import Counter
 from pathlib import Path
 from typing import List, Optional
 
@@ -281,6 +280,7 @@ def ingest(sources: List[str] = typer.Argument(..., metavar="SRC...", help=SOURC
            max_chars: Optional[int] = MAX_CHARS,
            dropped: Optional[Path] = typer.Option(None, help="where dropped rows go (default: <output>.dropped.parquet)")):
     """Read, map, clean, drop empty/too long/broken rows and exact duplicates; add id, source, len."""
+    from .drops import Ledger
     from .ingest import ingest as ingest_sources
     from .tables import table_format, write_table
 
@@ -299,11 +299,12 @@ def ingest(sources: List[str] = typer.Argument(..., metavar="SRC...", help=SOURC
         console.print(f"[yellow]skipped[/] {item['path']}: {item['reason']}", highlight=False)
     if len(result.skipped) > 10:
         console.print(f"[yellow]skipped[/] {len(result.skipped) - 10:,} more", highlight=False)
+    drops = Ledger(result.read, result.dropped)
+    counts = drops.rows(result.corpus.num_rows)
     write_table(result.corpus, output)
-    write_table(result.dropped, dropped_path)
-    reasons = Counter(result.dropped.column("reason").to_pylist())
-    rows = [("rows read", result.read), ("dropped", result.dropped.num_rows)]
-    rows += [(f"  {r}", n) for r, n in sorted(reasons.items())]
+    drops.write(dropped_path)
+    rows = [("rows read", counts["read"]), ("dropped", counts["dropped"])]
+    rows += [(f"  {r}", n) for r, n in sorted(drops.by_reason().items())]
     rows += [(f"cleaned: {what}", n) for what, n in sorted(result.cleaned.items())]
     rows += [("files skipped", len(result.skipped))] if result.skipped else []
     _summary(f"ingest → {output}", rows + [("corpus", result.corpus.num_rows), ("dropped rows", str(dropped_path))])

@@ -34,15 +34,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from . import progress
+from .drops import DROPPED_SCHEMA
 from .errors import check_range
 from .sources import SourceRows, expand, iter_source
 from .tables import atomic_path, temporary
 
-DROPPED_SCHEMA = pa.schema([
-    ("id", pa.string()), ("source", pa.string()), ("file", pa.string()), ("location", pa.string()),
-    ("reason", pa.string()), ("detail", pa.string()),
-    ("instruction", pa.string()), ("input", pa.string()), ("output", pa.string()),
-])
 MAX_CHARS = 20_000
 # C0/C1 control characters other than tab and newline, and the invisible characters of the module docstring.
 INVISIBLE = ("\u00ad\u115f\u1160\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\u3164\ufeff\uffa0"

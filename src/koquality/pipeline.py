@@ -46,7 +46,8 @@ from .embedding import embed
 from .evaluate import evaluate, load_results, markdown_table
 from .errors import KoqualityError, check_range
 from .export import export
-from .ingest import DROPPED_SCHEMA, SourceSpec, ingest_to_parquet
+from .drops import Ledger
+from .ingest import SourceSpec, ingest_to_parquet
 from .recipe import EngineConfig, Recipe, load_recipe, parse_engine
 from .report import write_report
 from .sampling import cell_summary, sample
@@ -270,8 +271,7 @@ class Prepared:
     corpus: pa.Table  # the columns clustering and sampling need; texts and extras stay in corpus_path
     vectors: VectorFile  # read one length group at a time by clustering
     vectors_path: Path
-    read: int
-    dropped: pa.Table
+    drops: Ledger
     mappings: dict[str, str]
     cleaned: dict[str, int]
     skipped: list[dict[str, str]]  # files a directory or glob source held that were not read, with why
@@ -297,18 +297,18 @@ def prepare(recipe: Recipe, run_dir: Path, stages: Stages) -> Prepared:
     to_score = pq.read_table(ingested_path, columns=["id", recipe.score.field])
     scored = stages.run("score", scores_cached, to_score, recipe, run_dir, stages)
     corpus_path = run_dir / "corpus.parquet"
-    unscorable, n_corpus = _write_corpus(ingested_path, scored.column("ppl"), scored.column("n_tokens"), corpus_path, recipe)
+    drops = Ledger(ingested.read, ingested.dropped)
+    n_corpus = _write_corpus(ingested_path, scored.column("ppl"), scored.column("n_tokens"), corpus_path, recipe, drops)
     del to_score, scored
     ingested_path.unlink()
-    dropped = pa.concat_tables([ingested.dropped, unscorable])
-    write_table(dropped, run_dir / "dropped.parquet")
+    drops.write(run_dir / "dropped.parquet")
     if n_corpus == 0:
         raise KoqualityError(f"{run_dir}: no rows left after ingest and scoring (see {run_dir / 'dropped.parquet'})")
 
     columns = list(dict.fromkeys(["id", "source", "instruction", "len", "ppl", recipe.embed.field]))
     corpus = pq.read_table(corpus_path, columns=columns)
     vectors, vectors_path = stages.run("embed", vectors_cached, corpus, recipe, run_dir, stages)
-    return Prepared(corpus_path, corpus, vectors, vectors_path, ingested.read, dropped, ingested.mappings,
+    return Prepared(corpus_path, corpus, vectors, vectors_path, drops, ingested.mappings,
                     ingested.cleaned, ingested.skipped)
 
 
@@ -339,8 +339,8 @@ def base_manifest(recipe: Recipe, run_dir: Path, prepared: Prepared, stages: Sta
     manifest = {
         "name": recipe.name,
         "koquality": __version__,
-        "rows": {"read": prepared.read, "dropped": prepared.dropped.num_rows, "corpus": prepared.corpus.num_rows},
-        "dropped_by_reason": dict(Counter(prepared.dropped.column("reason").to_pylist())),
+        "rows": prepared.drops.rows(prepared.corpus.num_rows),
+        "dropped_by_reason": prepared.drops.by_reason(),
         "cleaned": prepared.cleaned,
         "sources": {name: {"mapping": m} for name, m in prepared.mappings.items()},
         "skipped_files": prepared.skipped,
@@ -352,7 +352,6 @@ def base_manifest(recipe: Recipe, run_dir: Path, prepared: Prepared, stages: Sta
         "files": {"recipe": "recipe.yaml", "corpus": "corpus.parquet", "dropped": "dropped.parquet",
                   "vectors": str(prepared.vectors_path.relative_to(run_dir))},
     }
-    assert manifest["rows"]["read"] == manifest["rows"]["dropped"] + manifest["rows"]["corpus"], "a row went missing"
     return manifest
 
 
@@ -499,11 +498,12 @@ def _train_processes(selection_path: Path, model_dir: Path, recipe: Recipe, resu
 
 
 def _write_corpus(ingested_path: Path, ppl: pa.ChunkedArray, n_tokens: pa.ChunkedArray, corpus_path: Path,
-                  recipe: Recipe, batch_rows: int = 65536) -> tuple[pa.Table, int]:
-    """Stream the ingested rows into the corpus with their scores; unscorable rows go to the dropped table."""
+                  recipe: Recipe, drops: Ledger, batch_rows: int = 65536) -> int:
+    """Stream the ingested rows into the corpus with their scores; unscorable rows go to the ledger."""
     source = pq.ParquetFile(ingested_path)
     schema = source.schema_arrow.append(pa.field("ppl", pa.float64())).append(pa.field("n_tokens", pa.int32()))
-    unscorable, offset, kept = [], 0, 0
+    offset, kept = 0, 0
+    unit, need = ("morphemes", 1) if recipe.score.scorer == "kiwi" else ("tokens", 2)
     with atomic_path(corpus_path) as tmp, pq.ParquetWriter(tmp, schema) as writer:
         for batch in source.iter_batches(batch_size=batch_rows):
             rows = pa.Table.from_batches([batch])
@@ -514,9 +514,10 @@ def _write_corpus(ingested_path: Path, ppl: pa.ChunkedArray, n_tokens: pa.Chunke
             good = rows.filter(valid)
             writer.write_table(good)
             kept += good.num_rows
-            if good.num_rows < rows.num_rows:
-                unscorable.append(_unscorable_rows(rows.filter(pc.invert(valid)), recipe))
-    return pa.concat_tables([DROPPED_SCHEMA.empty_table(), *unscorable]), kept
+            bad = rows.filter(pc.invert(valid))
+            drops.drop(bad, "unscorable", [f"{t} {unit} (perplexity needs at least {need})"
+                                           for t in bad.column("n_tokens").to_pylist()])
+    return kept
 
 
 def corpus_rows(corpus_path: Path, ids: pa.Array | pa.ChunkedArray, batch_rows: int = 65536) -> pa.Table:
@@ -538,15 +539,3 @@ def selection_rows(rows: pa.Table, chosen: pa.Table) -> pa.Table:
 
 def _full_rows(corpus_path: Path, chosen: pa.Table) -> pa.Table:
     return selection_rows(corpus_rows(corpus_path, chosen.column("id")), chosen)
-
-
-def _unscorable_rows(rows: pa.Table, recipe: Recipe) -> pa.Table:
-    unit = "morphemes" if recipe.score.scorer == "kiwi" else "tokens"
-    need = 1 if recipe.score.scorer == "kiwi" else 2
-    n = rows.num_rows
-    return pa.table({
-        "id": rows.column("id"), "source": rows.column("source"), "file": pa.nulls(n, pa.string()),
-        "location": pa.nulls(n, pa.string()), "reason": pa.array(["unscorable"] * n, pa.string()),
-        "detail": pa.array([f"{t} {unit} (perplexity needs at least {need})" for t in rows.column("n_tokens").to_pylist()], pa.string()),
-        "instruction": rows.column("instruction"), "input": rows.column("input"), "output": rows.column("output"),
-    }, schema=DROPPED_SCHEMA)
