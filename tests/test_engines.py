@@ -266,3 +266,32 @@ def test_a_run_keeps_the_centroids_that_assign_its_clusters(tmp_path):
         rows = np.flatnonzero(groups == g["len_group"])
         assigned, _ = assign(vectors[rows], centroids[first:end], batch_rows=7)
         assert np.array_equal(assigned, labels[rows])
+
+
+@pytest.mark.timeout(600)
+def test_ray_assigns_kmeans_rows_in_batches_with_the_local_bits(tmp_path):
+    """k-means on Ray: centroids fitted at the driver, rows assigned by Ray Data tasks in batches (here 4,096
+    rows, so groups span several batches): labels, inertia and centroids are the local engine's, bit for bit."""
+    ray = needs_ray()
+    import pyarrow as pa
+
+    from koquality.clustering import cluster
+    from koquality.engines.ray import ray_assigner
+    from koquality.recipe import EngineConfig
+    from koquality.tables import VectorFile, save_vectors
+
+    rng = np.random.default_rng(3)
+    centres = rng.normal(size=(12, 16)).astype(np.float32)
+    x = (centres[rng.integers(0, 12, 30_000)] + 0.3 * rng.normal(size=(30_000, 16))).astype(np.float32)
+    save_vectors(x, tmp_path / "v.npy")
+    table = pa.table({"len": rng.integers(1, 200, 30_000)})
+    vectors = VectorFile(tmp_path / "v.npy")
+    local = cluster(table, vectors, 3, 12, seed=5, n_init=2)
+    try:
+        remote = cluster(table, vectors, 3, 12, seed=5, n_init=2,
+                         assigner=ray_assigner(vectors, EngineConfig(name="ray"), batch_rows=4096))
+    finally:
+        ray.shutdown()
+    assert remote.table.equals(local.table)
+    assert remote.info == local.info
+    assert remote.centroids.tobytes() == local.centroids.tobytes()

@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from .cache import fingerprint
 from .errors import KoqualityError, missing_extra
 
-KINDS = {"score": "scorer", "embed": "encoder"}  # the map stages and what their backends are called
+KINDS = {"score": "scorer", "embed": "encoder", "filter": "filter"}  # the map stages and what their backends are called
 STAGES = tuple(KINDS)
 
 # One line per backend module, in the order their names are listed in help texts.
@@ -55,8 +55,9 @@ class Backend:
     writes: tuple[str, ...]
     help: str
     # The columns it reads. () = the one text column the recipe names (score.field / embed.field): the backend
-    # has `score(texts)` / `encode(texts)`. Otherwise it has `score_rows(table)` over these columns, returning
-    # a structured array with one field per column of `writes` (NaN where a row has no value).
+    # has `score(texts)` / `encode(texts)`. Otherwise it has `score_rows(table)` over these columns (a missing
+    # optional one, e.g. `input`, comes as nulls), returning {column of `writes`: one value per row}, where
+    # NaN or None means the row has no value.
     reads: tuple[str, ...] = ()
     library: str | None = None  # module whose version is part of the cache key
     extra: str | None = None  # pip extra that provides `modules`

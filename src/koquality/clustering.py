@@ -52,10 +52,11 @@ the original's KMeans would have raised. sklearn's k-means is far slower than th
 
 from __future__ import annotations
 
+import math
 import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pyarrow as pa
@@ -360,15 +361,24 @@ class ClusterResult:
     centroids: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), dtype=np.float32))
 
 
+# (group, the group's row indices, its centroids) for every group → each group's (labels, squared distances)
+Assigner = Callable[[list[tuple[int, np.ndarray, np.ndarray]]], list[tuple[np.ndarray, np.ndarray]]]
+
+
 def cluster(table: pa.Table, vectors, len_groups: int, k: int, seed: int = 0, n_init: int = 10,
-            niter: int = 25, device: str = "cpu", reproduce: str | None = None) -> ClusterResult:
+            niter: int = 25, device: str = "cpu", reproduce: str | None = None,
+            assigner: Assigner | None = None) -> ClusterResult:
     """Add `len_group` and `cluster` (numbered within its length group) to `table`.
 
     `vectors`: an array, or a `tables.VectorFile` read one length group at a time (bounded memory). Group g's
     centroids are fitted with seed `seed + g` (`fit_centroids`) and its rows labelled by `assign`.
     `reproduce="original"`: the original code's k-means (see the module docstring); also adds `ppl_rounded`.
     The result's `centroids` stack every group's centroids in group order; `info["groups"][g]["centroids"]` is
-    [first, end), group g's rows of that array ([x, x] for an empty group)."""
+    [first, end), group g's rows of that array ([x, x] for an empty group).
+
+    `assigner` (the Ray engine's, engines/ray.py): the groups' centroids are fitted here and every row is
+    assigned by it, in batches in other processes, with the bits of `assign` over the group (faiss on CPU
+    only; the original's k-means and the torch backend assign here)."""
     check_reproduce(reproduce)
     require_columns(table, ["len", "ppl"] if reproduce else ["len"], "cluster")
     if reproduce and table.column("ppl").null_count:
@@ -401,14 +411,25 @@ def cluster(table: pa.Table, vectors, len_groups: int, k: int, seed: int = 0, n_
         check_finite(group_vectors, f"cluster: length group {g}")
         if reproduce:
             return kmeans_original(group_vectors, min(k, len(rows)), random_state=seed, n_init=n_init)
+        if remote:  # labels and inertia come from the assigner, after every group is fitted
+            x = np.ascontiguousarray(group_vectors, dtype=np.float32)
+            return KMeansResult(np.empty(0, np.int64), fit_centroids(x, min(k, len(rows)), seed=seed + g, n_init=n_init,
+                                                                      niter=niter, device=device), math.nan)
         return kmeans(group_vectors, min(k, len(rows)), seed=seed + g, n_init=n_init, niter=niter, device=device)
+
+    remote = assigner is not None and not reproduce and _kmeans_backend(device, "auto")[1] is assign
 
     # Length groups are independent and each k-means runs on one thread (its bits must not depend on the
     # core count), so the groups share the available CPUs instead: same labels, 1.8× faster on 2 cores.
     workers = 1 if device.startswith("cuda") else max(1, min(threads(), sum(len(m) > 0 for m in members)))
     with progress.stage("cluster", table.num_rows) as advance, one_thread(), \
             ThreadPoolExecutor(workers, thread_name_prefix="koquality-kmeans") as pool:
-        for g, result in enumerate(pool.map(fit, range(len_groups))):
+        results = list(pool.map(fit, range(len_groups)))
+        if remote:
+            fitted = [(g, members[g], r.centroids) for g, r in enumerate(results) if r is not None]
+            for (g, _, centroids_g), (labels, distances) in zip(fitted, assigner(fitted)):
+                results[g] = KMeansResult(labels, centroids_g, float(distances.sum(dtype=np.float64)))
+        for g, result in enumerate(results):
             rows = members[g]
             k_used = min(k, len(rows))
             entry = {"len_group": g, "rows": int(len(rows)), "k": int(k_used),

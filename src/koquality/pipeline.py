@@ -324,8 +324,13 @@ def _check_text_fields(schema: pa.Schema, recipe: Recipe) -> None:
 def cluster_into(run_dir: Path, prepared: Prepared, recipe: Recipe, len_groups: int, k: int):
     """Cluster the corpus with (L, K) and write clusters/len{L}_k{K}.parquet and .json."""
     c = recipe.cluster
+    assigner = None
+    if recipe.engine.name == "ray":
+        from .engines.ray import ray_assigner  # Ray is the optional `ray` extra
+
+        assigner = ray_assigner(prepared.vectors, recipe.engine)
     clustered = cluster(prepared.corpus, prepared.vectors, len_groups, k, seed=recipe.seed, n_init=c.n_init,
-                        niter=c.niter, device=c.device, reproduce=recipe.reproduce)
+                        niter=c.niter, device=c.device, reproduce=recipe.reproduce, assigner=assigner)
     path = run_dir / "clusters" / f"len{len_groups}_k{k}.parquet"
     write_table(clustered.table.select(["id", "len_group", "cluster"]), path)
     write_json(clustered.info, path.with_suffix(".json"))

@@ -21,11 +21,14 @@ import logging
 import math
 from typing import Callable
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ..clustering import assign
 from ..errors import KoqualityError, missing_extra
 from ..recipe import EngineConfig
+from ..tables import VectorFile
 from ..threads import set_threads, threads
 from . import MapStage
 
@@ -101,3 +104,55 @@ def fill_with_ray(stage: MapStage, todo: pa.Table, engine: EngineConfig, advance
                                num_cpus=cpus, num_gpus=gpus or None, zero_copy_batch=True)
     for batch in done.iter_batches(batch_size=None, batch_format="pyarrow"):
         advance(int(pc.sum(batch.column("rows")).as_py()))
+
+
+def ray_assigner(vectors: VectorFile, engine: EngineConfig, batch_rows: int = 65536):
+    """k-means's assignment step on Ray (clustering.cluster's `assigner`): the driver has fitted every length
+    group's centroids; each batch of a group's rows is read from the vectors file by a Ray Data task, which
+    labels it with `clustering.assign` at its place in the group (`offset`, `total_rows`), so the labels and
+    distances are those of the local engine bit for bit. Only centroids go out, and labels and distances
+    (12 bytes a row) come back. `batch_rows` is a multiple of faiss's 4,096-query blocks."""
+
+    def assign_groups(groups: list[tuple[int, np.ndarray, np.ndarray]]) -> list[tuple[np.ndarray, np.ndarray]]:
+        ray = connect(engine)
+        jobs = [{"group": i, "start": start, "end": min(start + batch_rows, len(rows))}
+                for i, (_, rows, _) in enumerate(groups) for start in range(0, len(rows), batch_rows)]
+        found = [(np.empty(len(rows), np.int64), np.empty(len(rows), np.float32)) for _, rows, _ in groups]
+        if not jobs:
+            return found
+        _, cpus, _ = actor_resources(engine, "cpu", ray.cluster_resources())
+        done = ray.data.from_items(jobs).map_batches(
+            _AssignBatch, fn_constructor_kwargs={"path": str(vectors.path), "groups": ray.put(groups)},
+            batch_size=1, batch_format="pyarrow", concurrency=min(len(jobs), max(1, int(ray.cluster_resources().get("CPU", 1) // cpus))),
+            num_cpus=cpus)
+        for batch in done.iter_batches(batch_size=None, batch_format="pyarrow"):
+            for i, (group, start, end) in enumerate(zip(*(batch.column(c).to_pylist() for c in ("group", "start", "end")))):
+                labels, distances = found[group]
+                labels[start:end] = batch.column("labels")[i].values.to_numpy()
+                distances[start:end] = batch.column("distances")[i].values.to_numpy()
+        return found
+
+    return assign_groups
+
+
+class _AssignBatch:
+    """A Ray actor holding every group's rows and centroids (received once) that labels batch after batch."""
+
+    def __init__(self, path: str, groups):
+        set_threads(1)
+        self.vectors = VectorFile(path)
+        self.groups = groups if isinstance(groups, list) else import_ray().get(groups)
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        out = {"group": [], "start": [], "end": [], "labels": [], "distances": []}
+        for job in batch.to_pylist():
+            _, rows, centroids = self.groups[job["group"]]
+            x = self.vectors.rows(rows[job["start"]:job["end"]])
+            labels, distances = assign(x, centroids, offset=job["start"], total_rows=len(rows))
+            for key, value in (("group", job["group"]), ("start", job["start"]), ("end", job["end"]),
+                               ("labels", labels), ("distances", distances)):
+                out[key].append(value)
+        offsets = np.concatenate([[0], np.cumsum([len(a) for a in out["labels"]])]).astype(np.int32)
+        return pa.table({"group": out["group"], "start": out["start"], "end": out["end"],
+                         "labels": pa.ListArray.from_arrays(offsets, np.concatenate(out["labels"])),
+                         "distances": pa.ListArray.from_arrays(offsets, np.concatenate(out["distances"]))})
