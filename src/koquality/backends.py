@@ -35,8 +35,10 @@ STAGES = tuple(KINDS)
 MODULES = (
     "koquality.scoring.kiwi",
     "koquality.scoring.hf",
+    "koquality.scoring.ifd",
     "koquality.embedding.tfidf",
     "koquality.embedding.hf",
+    "koquality.decontaminate",
 )
 
 

@@ -50,6 +50,10 @@ ENGINE = typer.Option(None, "--engine", help="local (in this process) or ray (Ra
 ADDRESS = typer.Option(None, "--address", help="--engine ray: a Ray cluster's address, or auto (default: start Ray here)")
 ACTORS = typer.Option(None, "--actors", metavar="N", help="--engine ray: actors per stage (default: one per GPU, else per CPU)")
 GPUS_PER_ACTOR = typer.Option(None, "--gpus-per-actor", help="--engine ray: GPUs per actor, e.g. 0.5 for two models on a GPU [default: 1]")
+IFD_MODEL = typer.Option(None, "--ifd-model", help="score each row's IFD (answer perplexity with / without the instruction) with this causal LM, hub id or path; needed by --method ifd and ppl_ifd")
+DEDUP = typer.Option(None, "--dedup", metavar="THRESHOLD", help="drop rows whose embedding is more similar than this (cosine) to a kept row of their cell, e.g. 0.95")
+DEDUP_KEEP = typer.Option(None, "--dedup-keep", help="--dedup: which row of a near-duplicate group stays: lowest_ppl, highest_ifd or first [default: lowest_ppl]")
+DECONTAMINATE = typer.Option(None, "--decontaminate", metavar="BENCHMARK", help="drop rows that share a long n-gram with a benchmark: kobest (with --kobest-dir) or a JSONL/TSV/TXT file; repeatable")
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Curate small, high-quality Korean instruction-tuning datasets (KoQuality).")
@@ -87,6 +91,25 @@ def _summary(title: str, rows: list[tuple[str, object]]) -> None:
     Console().print(table)
 
 
+def _with_signals(recipe, ifd_model=None, dedup=None, dedup_keep=None, decontaminate=None, kobest_dir=None,
+                  method=None):
+    """`recipe` with the selection signals given on the command line (--ifd-model, --dedup, --decontaminate)."""
+    from .recipe import parse_recipe
+
+    data = recipe.model_dump()
+    if ifd_model:
+        data["ifd"] = {**(data.get("ifd") or {}), "model": ifd_model}
+    if dedup is not None or dedup_keep:
+        data["dedup"] = {**(data.get("dedup") or {}), **({"threshold": dedup} if dedup is not None else {}),
+                         **({"keep": dedup_keep} if dedup_keep else {})}
+    if decontaminate:
+        data["decontaminate"] = {**(data.get("decontaminate") or {}), "benchmarks": list(decontaminate),
+                                 **({"kobest_dir": str(kobest_dir)} if kobest_dir else {})}
+    if method:
+        data["sample"] = {**data["sample"], "method": method}
+    return parse_recipe(data, "the command line") if data != recipe.model_dump() else recipe
+
+
 def _with_engine(recipe, **given):
     """`recipe` with the engine options given on the command line (`--engine ray --address auto`)."""
     from .recipe import parse_recipe
@@ -107,14 +130,17 @@ def run(sources: Optional[List[str]] = typer.Argument(None, metavar="[SRC...]", 
         report: bool = typer.Option(True, help="write report.html at the end"),
         train: Optional[str] = typer.Option(None, "--train", help="then fine-tune this model (hub id or path) on the selection"),
         eval: bool = typer.Option(False, "--eval", help="then evaluate the fine-tuned model on KoBEST"),
-        kobest_dir: Optional[Path] = typer.Option(None, help="--eval offline: the KoBEST TSV folder"),
+        kobest_dir: Optional[Path] = typer.Option(None, help="--eval and --decontaminate kobest offline: the KoBEST TSV folder"),
         limit: Optional[float] = typer.Option(None, help="--eval: examples per task (smoke runs only)"),
         reproduce: Optional[str] = typer.Option(None, help="original: the original KoQuality code's k-means (sklearn per length group on its row order) and sampling by ppl rounded to 2 decimals"),
         source: Optional[List[str]] = SOURCE_NAMES, map: Optional[List[str]] = SOURCE_MAP,
         split: Optional[str] = SPLIT, config: Optional[str] = CONFIG, encoding: Optional[str] = ENCODING,
         turns: Optional[str] = TURNS, quoting: Optional[str] = QUOTING, on_error: Optional[str] = ON_ERROR,
         max_chars: Optional[int] = MAX_CHARS, engine: Optional[str] = ENGINE, address: Optional[str] = ADDRESS,
-        actors: Optional[int] = ACTORS, gpus_per_actor: Optional[float] = GPUS_PER_ACTOR):
+        actors: Optional[int] = ACTORS, gpus_per_actor: Optional[float] = GPUS_PER_ACTOR,
+        method: Optional[str] = typer.Option(None, help="the recipe's sampling method instead: rand, ppl, ppl_h, ifd, ppl_ifd or diverse"),
+        ifd_model: Optional[str] = IFD_MODEL, dedup: Optional[float] = DEDUP, dedup_keep: Optional[str] = DEDUP_KEEP,
+        decontaminate: Optional[List[str]] = DECONTAMINATE):
     """Run the whole pipeline: ingest → score → embed → cluster → sample → export → report (→ train → eval)."""
     from .pipeline import run as run_pipeline
     from .recipe import load_recipe, parse_recipe
@@ -122,13 +148,14 @@ def run(sources: Optional[List[str]] = typer.Argument(None, metavar="[SRC...]", 
     loaded = _with_sources(load_recipe(recipe), sources, source, map, on_error, max_chars, split=split, config=config,
                            encoding=encoding, turns=turns, quoting=quoting)
     loaded = _with_engine(loaded, engine=engine, address=address, actors=actors, gpus_per_actor=gpus_per_actor)
-    if (eval or kobest_dir or limit) and not train and loaded.train is None:
+    loaded = _with_signals(loaded, ifd_model, dedup, dedup_keep, decontaminate, kobest_dir, method)
+    if (eval or limit or (kobest_dir and not decontaminate)) and not train and loaded.train is None:
         raise KoqualityError("--eval evaluates the model that --train fine-tunes: add --train MODEL (hub id or path)")
-    if train or eval or kobest_dir or limit:
+    if train or eval or limit:
         data = loaded.model_dump()
         if train:
             data["train"] = {**(data.get("train") or {}), "model": train}
-        if eval or kobest_dir or limit:
+        if eval or limit or (kobest_dir and train):
             data["eval"] = {**(data.get("eval") or {}), **({"kobest_dir": str(kobest_dir)} if kobest_dir else {}),
                             **({"limit": limit} if limit else {})}
         loaded = parse_recipe(data, "--train/--eval")
@@ -172,7 +199,7 @@ def sweep(inputs: Optional[List[str]] = typer.Argument(None, metavar="[SRC...]",
           recipe: Optional[str] = typer.Option(None, help="demo, paper, or a recipe .yaml file"),
           len_groups: str = typer.Option("1,5,10,20", help="L values"),
           k: str = typer.Option("1,10,20,50,100", help="K values"),
-          method: str = typer.Option("rand,ppl,ppl_h", help="methods"),
+          method: str = typer.Option("rand,ppl,ppl_h", help="methods: rand, ppl, ppl_h (the paper's), ifd, ppl_ifd, diverse"),
           ratio: str = typer.Option("0.1,0.05,0.01", help="N values"),
           output: Path = typer.Option(Path("runs/sweep"), help="run directory"),
           force: bool = typer.Option(False, help="replace a run directory that holds a different recipe"),
@@ -181,7 +208,10 @@ def sweep(inputs: Optional[List[str]] = typer.Argument(None, metavar="[SRC...]",
           split: Optional[str] = SPLIT, config: Optional[str] = CONFIG, encoding: Optional[str] = ENCODING,
           turns: Optional[str] = TURNS, quoting: Optional[str] = QUOTING, on_error: Optional[str] = ON_ERROR,
           max_chars: Optional[int] = MAX_CHARS, engine: Optional[str] = ENGINE, address: Optional[str] = ADDRESS,
-          actors: Optional[int] = ACTORS, gpus_per_actor: Optional[float] = GPUS_PER_ACTOR):
+          actors: Optional[int] = ACTORS, gpus_per_actor: Optional[float] = GPUS_PER_ACTOR,
+          ifd_model: Optional[str] = IFD_MODEL, dedup: Optional[float] = DEDUP, dedup_keep: Optional[str] = DEDUP_KEEP,
+          decontaminate: Optional[List[str]] = DECONTAMINATE,
+          kobest_dir: Optional[Path] = typer.Option(None, help="--decontaminate kobest offline: the KoBEST TSV folder")):
     """The paper's experiment grid: every (L, K, method, N) selection, scoring and embedding once."""
     from .recipe import load_recipe, parse_recipe
     from .report import summary_rows
@@ -190,6 +220,7 @@ def sweep(inputs: Optional[List[str]] = typer.Argument(None, metavar="[SRC...]",
     base = _with_sources(load_recipe(recipe or "demo"), inputs, source, map, on_error, max_chars, split=split,
                          config=config, encoding=encoding, turns=turns, quoting=quoting)
     base = _with_engine(base, engine=engine, address=address, actors=actors, gpus_per_actor=gpus_per_actor)
+    base = _with_signals(base, ifd_model, dedup, dedup_keep, decontaminate, kobest_dir)
     if inputs:
         base = parse_recipe({**base.model_dump(), "name": "sweep"}, "sweep")
     result = run_sweep(base, output, _numbers(len_groups, int, "--len-groups"), _numbers(k, int, "--k"),
@@ -410,24 +441,45 @@ def cluster(input: Path, vectors: Path = typer.Option(..., help=".npy from koqua
 
 
 @app.command()
-def sample(input: Path, method: str = typer.Option(..., help="rand, ppl or ppl_h"),
+def sample(input: Path, method: str = typer.Option(..., help="rand, ppl, ppl_h (the paper's), ifd, ppl_ifd (need an ifd column) or diverse (needs --vectors)"),
            ratio: float = typer.Option(..., help="N: share of each cell to keep"),
            output: Path = typer.Option(...), seed: int = typer.Option(42),
            reproduce: Optional[str] = typer.Option(None, help="original: the original KoQuality code's k-means (sklearn per length group on its row order) and sampling by ppl rounded to 2 decimals"),
-        source: Optional[List[str]] = SOURCE_NAMES, map: Optional[List[str]] = SOURCE_MAP,
-        split: Optional[str] = SPLIT, config: Optional[str] = CONFIG, encoding: Optional[str] = ENCODING,
-        turns: Optional[str] = TURNS, quoting: Optional[str] = QUOTING, on_error: Optional[str] = ON_ERROR,
-        max_chars: Optional[int] = MAX_CHARS):
+           vectors: Optional[Path] = typer.Option(None, help="--method diverse: the rows' vectors (.npy, row i ↔ row i of INPUT)")):
     """Keep a ratio N of every (length group, cluster) cell."""
     from .sampling import sample as sample_table
-    from .tables import read_table, table_format, write_table
+    from .tables import VectorFile, read_table, table_format, write_table
 
     table_format(output)
     check_range("--seed", seed, 0, MAX_SEED)
     table = read_table(input)
-    result = sample_table(table, method, ratio, seed=seed, reproduce=reproduce)
+    result = sample_table(table, method, ratio, seed=seed, reproduce=reproduce,
+                          vectors=VectorFile(vectors) if vectors is not None else None)
     write_table(result, output)
     _summary(f"sample → {output}", [("rows in", table.num_rows), ("selected", result.num_rows)])
+
+
+@app.command()
+def decontaminate(input: Path = typer.Argument(..., help="rows with instruction, output (and input): .jsonl, .parquet or .csv"),
+                  output: Path = typer.Option(..., help="the rows that share no long n-gram with a benchmark"),
+                  against: List[str] = typer.Option(["kobest"], "--against", help="kobest, or a .jsonl/.tsv/.txt file of benchmark texts; repeatable"),
+                  kobest_dir: Optional[Path] = typer.Option(None, help="the KoBEST TSV folder (default: the hub's skt/kobest_v1)"),
+                  n: Optional[int] = typer.Option(None, "--n", help="n-gram length [default: 13 morphemes, 20 characters]"),
+                  unit: str = typer.Option("morpheme", help="morpheme (Kiwi) or char"),
+                  dropped: Optional[Path] = typer.Option(None, help="where contaminated rows go (default: <output>.dropped.parquet)"),
+                  cache: Optional[Path] = typer.Option(None, help="keep shards here (default: beside --output, removed after success)"),
+                  keep_cache: bool = typer.Option(False, help="keep the default cache folder after success"),
+                  shard_rows: int = typer.Option(8192, help="results are saved every this many rows, so a killed command resumes"),
+                  engine: Optional[str] = ENGINE, address: Optional[str] = ADDRESS, actors: Optional[int] = ACTORS):
+    """Drop rows whose instruction, input or output shares a long n-gram with a benchmark item (reason: contaminated)."""
+    from .pipeline import decontaminate_command
+    from .recipe import parse_engine
+
+    settings = {"benchmarks": list(against), "kobest_dir": str(kobest_dir) if kobest_dir else None, "n": n, "unit": unit}
+    check_range("--shard-rows", shard_rows, 1)
+    rows = decontaminate_command(input, output, dropped, settings, cache, keep_cache,
+                                 parse_engine(dict(name=engine, address=address, actors=actors)), shard_rows)
+    _summary(f"decontaminate → {output}", rows)
 
 
 @app.command()

@@ -41,20 +41,21 @@ import pyarrow.parquet as pq
 from . import __version__, backends, cache, hub, progress
 from .cache import ShardCache, fingerprint, library_version, remove_if_empty, versions
 from .clustering import cluster
+from .dedup import semantic_duplicates
 from .engines import MapStage, fill
 from .embedding import embed
 from .evaluate import evaluate, load_results, markdown_table
 from .errors import KoqualityError, check_range
 from .export import export
-from .drops import Ledger
+from .drops import TEXTS, Ledger
 from .ingest import SourceSpec, ingest_to_parquet
-from .recipe import EngineConfig, Recipe, load_recipe, parse_engine
+from .recipe import EngineConfig, Recipe, Section, load_recipe, parse_engine
 from .report import write_report
 from .sampling import cell_summary, sample
 from .morphemes import directory as morpheme_directory, tokens_in_order
 from .rundir import claimed, remove_temporaries
 from .train import CONFIG_FILE, train
-from .tables import (VectorFile, VectorWriter, atomic_path, read_table, require_columns, save_vectors, set_column,
+from .tables import (VectorFile, VectorRows, VectorWriter, atomic_path, read_table, require_columns, save_vectors, set_column,
                      table_format, write_json, write_table)
 
 log = logging.getLogger("koquality")
@@ -112,7 +113,7 @@ SCORES_SCHEMA = pa.schema([("id", pa.string()), ("ppl", pa.float64()), ("n_token
 def stage_key(backend: backends.Backend, section: dict[str, Any], seed: int, row_ids: list[str] | None = None) -> str:
     """The cache key of a stage's output: a score depends on the settings and the library; a vector also on the
     seed, and a corpus-wide encoder's (TF-IDF) on every row it was fitted on."""
-    if backend.stage == "score":
+    if backend.stage != "embed":
         return backend.cache_key(section, library_version(backend.library))
     return backend.cache_key(section, seed, library_version(backend.library), row_ids)
 
@@ -121,8 +122,8 @@ def map_stage(backend: backends.Backend, section: dict[str, Any], root: Path, se
               morphemes: Path | None = None) -> MapStage:
     """`backend` over `section["field"]`, its shards in `root/<backend>-<key>/`."""
     cache = ShardCache(root / f"{backend.name}-{stage_key(backend, section, seed)}",
-                       SCORES_SCHEMA if backend.stage == "score" else None)
-    return MapStage(backend, section, section["field"], cache, shard_rows,
+                       SCORES_SCHEMA if backend.stage == "score" and not backend.reads else None)
+    return MapStage(backend, section, section.get("field", "instruction"), cache, shard_rows,
                     context={"seed": seed} if "seed" in backend.context else {}, morphemes=morphemes)
 
 
@@ -149,6 +150,18 @@ def scores_cached(table: pa.Table, recipe: Recipe, run_dir: Path, stages: Stages
                 from_cache=table.num_rows - scored, engine=recipe.engine.name)
     cached = stage.cache.take(table.column("id"))
     return table.append_column("ppl", cached.column("ppl")).append_column("n_tokens", cached.column("n_tokens"))
+
+
+def signal_cached(name: str, stage_kind: str, section: Section, rows: pa.Table, ids: pa.ChunkedArray, recipe: Recipe,
+                  run_dir: Path, stages: Stages) -> pa.Table:
+    """A backend that reads its own columns (IFD, decontamination) over `rows`, cached in
+    `<run>/signals/<name>-<key>/` like the scores; returns its columns for `ids` (null where not computed)."""
+    settings = section.model_dump()
+    stage = map_stage(backends.backend(stage_kind, name), settings, run_dir / "signals", recipe.seed, settings["shard_rows"])
+    computed = fill(stage, with_optional_input(rows, stage.columns).select(["id", *stage.columns]), recipe.engine)
+    stages.note(name, cache=str(stage.cache.directory.relative_to(run_dir)), computed=computed,
+                from_cache=rows.num_rows - computed, engine=recipe.engine.name)
+    return stage.cache.take(ids).select(list(stage.backend.writes))
 
 
 def vectors_cached(corpus: pa.Table, recipe: Recipe, run_dir: Path, stages: Stages) -> tuple[VectorFile, Path]:
@@ -182,13 +195,15 @@ def vectors_cached(corpus: pa.Table, recipe: Recipe, run_dir: Path, stages: Stag
     return VectorFile(path), path
 
 
-def text_ids(table: pa.Table, field: str) -> pa.Array:
-    """Row ids for a table that has none (`koquality score` / `embed` on a user's file): a digest of the text,
-    which is all a map stage's output depends on, so equal texts share one cached value."""
+def text_ids(table: pa.Table, columns: list[str]) -> pa.Array:
+    """Row ids for a table that has none (`koquality score` / `embed` on a user's file): a digest of the texts
+    the stage reads, which is all its output depends on, so equal texts share one cached value."""
     if "id" in table.column_names:
         return table.column("id").combine_chunks().cast(pa.string())
-    return pa.array([hashlib.blake2b(t.encode("utf-8"), digest_size=10).hexdigest() if t is not None else "null"
-                     for t in table.column(field).to_pylist()], pa.string())
+    rows = zip(*(table.column(c).to_pylist() for c in columns))
+    return pa.array([hashlib.blake2b("\x1f".join("\x00" if t is None else t for t in texts).encode("utf-8"),
+                                     digest_size=10).hexdigest() if len(columns) > 1 or texts[0] is not None else "null"
+                     for texts in rows], pa.string())
 
 
 def map_table(table: pa.Table, stage: str, name: str, settings: dict[str, Any], field: str, cache_root: Path,
@@ -196,11 +211,19 @@ def map_table(table: pa.Table, stage: str, name: str, settings: dict[str, Any], 
     """One map stage over a table outside a run (`koquality score` / `embed`), through the same shard cache as a
     run: shards in `cache_root/<backend>-<key>/`, so a killed command resumes. Returns the stage (its cache
     holds the output), the rows' ids and how many rows were computed rather than read from the cache."""
-    require_columns(table, [field], stage)
     mapped = map_stage(backends.backend(stage, name), {**settings, "field": field}, Path(cache_root), seed, shard_rows)
-    ids = text_ids(table, field)
-    computed = fill(mapped, pa.table({"id": ids, field: table.column(field)}), engine)
+    table = with_optional_input(table, mapped.columns)
+    require_columns(table, mapped.columns, stage)
+    ids = text_ids(table, mapped.columns)
+    computed = fill(mapped, pa.table({"id": ids, **{c: table.column(c) for c in mapped.columns}}), engine)
     return mapped, ids, computed
+
+
+def with_optional_input(table: pa.Table, columns: list[str]) -> pa.Table:
+    """`input` is optional in every source: a stage that reads it gets nulls where a table has none."""
+    if "input" in columns and "input" not in table.column_names:
+        return table.append_column("input", pa.nulls(table.num_rows, pa.string()))
+    return table
 
 
 def map_stage_command(stage: str, name: str, settings: dict[str, Any], *, input: Path, output: Path, field: str,
@@ -213,7 +236,7 @@ def map_stage_command(stage: str, name: str, settings: dict[str, Any], *, input:
     settings = {k: v for k, v in settings.items() if v is not None}
     backend.options(settings, strict=True)  # a setting this backend does not take is an error here
     check_range("--shard-rows", shard_rows, 1)
-    if stage == "score":
+    if stage != "embed":
         table_format(output)
     elif output.suffix != ".npy":
         raise KoqualityError(f"{output}: vectors are written as .npy")
@@ -227,11 +250,12 @@ def map_stage_command(stage: str, name: str, settings: dict[str, Any], *, input:
     cache_root = Path(cache) if cache is not None else output.with_name(output.name + ".koquality-cache")
     mapped, ids, computed = map_table(table, stage, name, settings, field, cache_root, engine_config, seed, shard_rows)
     rows: list[tuple[str, object]] = [("rows", table.num_rows), ("computed", computed), ("from cache", table.num_rows - computed)]
-    if stage == "score":
+    if stage != "embed":
         cached = mapped.cache.take(ids)
-        table = set_column(set_column(table, "ppl", cached.column("ppl")), "n_tokens", cached.column("n_tokens"))
+        for column in backend.writes:
+            table = set_column(table, column, cached.column(column))
         write_table(table, output)
-        rows.append(("unscorable (ppl empty)", table.column("ppl").null_count))
+        rows += [(f"no {column} (empty)", table.column(column).null_count) for column in backend.writes[:1]]
     else:
         mapped.cache.write_npy(ids.to_pylist(), output)
         rows.append(("dimensions", mapped.cache.schema.field("vector").type.list_size))
@@ -241,6 +265,43 @@ def map_stage_command(stage: str, name: str, settings: dict[str, Any], *, input:
     else:
         rows.append(("cache", str(mapped.cache.directory)))
     return rows
+
+
+def decontaminate_command(input: Path, output: Path, dropped: Path | None, settings: dict[str, Any], cache: Path | None,
+                          keep_cache: bool, engine: EngineConfig, shard_rows: int = 8192) -> list[tuple[str, object]]:
+    """`koquality decontaminate`: INPUT's rows without those that share a long n-gram with a benchmark, into
+    OUTPUT; the others into `dropped` (default OUTPUT.dropped.parquet) with reason `contaminated` and what
+    they share. Resumable like `koquality score` (shards in `cache`)."""
+    table_format(output)
+    dropped = dropped or output.with_name(f"{output.stem}.dropped.parquet")
+    if dropped.resolve() == output.resolve():
+        raise KoqualityError(f"--dropped {dropped}: the same file as --output; give the dropped rows a file of their own")
+    backend = backends.backend("filter", "decontaminate")
+    settings = backend.options(settings, strict=True)
+    table = read_table(input)
+    require_columns(table, ["instruction", "output"], "decontaminate")
+    cache_root = Path(cache) if cache is not None else output.with_name(output.name + ".koquality-cache")
+    mapped, ids, computed = map_table(table, "filter", "decontaminate", settings, "instruction", cache_root, engine,
+                                      shard_rows=shard_rows)
+    found = mapped.cache.take(ids).column("contaminated_by")
+    hit = pc.is_valid(found)
+    gone = with_optional_input(table, ["input"]).filter(hit)
+    if "id" not in gone.column_names:
+        gone = gone.append_column("id", ids.filter(hit))
+    if "source" not in gone.column_names:
+        gone = gone.append_column("source", pa.array([input.name] * gone.num_rows, pa.string()))
+    drops = Ledger(table.num_rows)
+    drops.drop(gone, "contaminated", found.filter(hit).to_pylist())
+    kept = table.filter(pc.invert(hit))
+    counts = drops.rows(kept.num_rows)
+    write_table(kept, output)
+    drops.write(dropped)
+    if cache is None and not keep_cache:
+        mapped.cache.remove()
+        remove_if_empty(cache_root)
+    return [("rows", counts["read"]), ("computed", computed), ("from cache", counts["read"] - computed),
+            ("contaminated", counts["dropped"]), ("kept", counts["corpus"]), ("dropped rows", str(dropped)),
+            *([("cache", str(mapped.cache.directory))] if cache is not None or keep_cache else [])]
 
 
 @contextlib.contextmanager
@@ -275,6 +336,7 @@ class Prepared:
     mappings: dict[str, str]
     cleaned: dict[str, int]
     skipped: list[dict[str, str]]  # files a directory or glob source held that were not read, with why
+    deduplicated: int = 0  # corpus rows a run's semantic dedup dropped (they are in `drops` too)
 
 
 def prepare(recipe: Recipe, run_dir: Path, stages: Stages) -> Prepared:
@@ -293,19 +355,44 @@ def prepare(recipe: Recipe, run_dir: Path, stages: Stages) -> Prepared:
         log.warning("skipped %s: %s", skipped["path"], skipped["reason"])
     _check_text_fields(pq.read_schema(ingested_path), recipe)
 
-    # Each stage reads only the columns it needs: the corpus's texts and extras stay on disk.
+    # Each stage reads only the columns it needs: the corpus's texts and extras stay on disk. Rows a filter
+    # drops (decontamination) are not scored.
+    names = pq.read_schema(ingested_path).names
+    texts = pq.read_table(ingested_path, columns=[c for c in ("id", *TEXTS) if c in names]) \
+        if recipe.decontaminate is not None or recipe.ifd is not None else None
+    ids = pq.read_table(ingested_path, columns=["id"]).column("id")
+    signals, wanted = {}, None  # column → values, row i ↔ ingested row i
+    if recipe.decontaminate is not None:
+        found = stages.run("decontaminate", signal_cached, "decontaminate", "filter", recipe.decontaminate, texts, ids,
+                           recipe, run_dir, stages)
+        signals["contaminated_by"] = found.column("contaminated_by")
+        wanted = pc.is_null(found.column("contaminated_by"))
+        stages.note("decontaminate", contaminated=found.column("contaminated_by").length() - found.column("contaminated_by").null_count)
     to_score = pq.read_table(ingested_path, columns=["id", recipe.score.field])
-    scored = stages.run("score", scores_cached, to_score, recipe, run_dir, stages)
+    scored = stages.run("score", scores_cached, to_score if wanted is None else to_score.filter(wanted), recipe, run_dir, stages)
+    cached = score_stage(recipe, run_dir).cache.take(ids) if wanted is not None else scored
+    for column in ("ppl", "n_tokens"):
+        signals[column] = cached.column(column)
+    del to_score, scored, cached
+    if recipe.ifd is not None:
+        found = stages.run("ifd", signal_cached, "ifd", "score", recipe.ifd,
+                           texts if wanted is None else texts.filter(wanted), ids, recipe, run_dir, stages)
+        for column in found.column_names:
+            signals[column] = found.column(column)
+        stages.note("ifd", answers_truncated=int(pc.sum(pc.greater(found.column("answer_tokens_cut"), 0)).as_py() or 0))
+        del found
+    del texts
     corpus_path = run_dir / "corpus.parquet"
     drops = Ledger(ingested.read, ingested.dropped)
-    n_corpus = _write_corpus(ingested_path, scored.column("ppl"), scored.column("n_tokens"), corpus_path, recipe, drops)
-    del to_score, scored
+    n_corpus = _write_corpus(ingested_path, pa.table(signals), corpus_path, recipe, drops)
+    del signals
     ingested_path.unlink()
     drops.write(run_dir / "dropped.parquet")
     if n_corpus == 0:
         raise KoqualityError(f"{run_dir}: no rows left after ingest and scoring (see {run_dir / 'dropped.parquet'})")
 
-    columns = list(dict.fromkeys(["id", "source", "instruction", "len", "ppl", recipe.embed.field]))
+    columns = list(dict.fromkeys(["id", "source", "instruction", "len", "ppl", recipe.embed.field,
+                                  *(["ifd"] if recipe.ifd is not None else [])]))
     corpus = pq.read_table(corpus_path, columns=columns)
     vectors, vectors_path = stages.run("embed", vectors_cached, corpus, recipe, run_dir, stages)
     return Prepared(corpus_path, corpus, vectors, vectors_path, drops, ingested.mappings,
@@ -340,11 +427,65 @@ def cluster_into(run_dir: Path, prepared: Prepared, recipe: Recipe, len_groups: 
     return clustered, path
 
 
+@dataclass
+class Cells:
+    """The clustered rows that sampling draws from: all of them, or those semantic dedup kept."""
+
+    table: pa.Table
+    vectors: Any  # row i ↔ table row i (VectorFile or VectorRows)
+    duplicates: pa.Table  # id, kept_id, similarity, len_group, cluster (empty without dedup)
+    dedup: dict[str, Any] | None  # what dedup did and what other thresholds would have done
+
+
+def dedup_into(run_dir: Path, prepared: Prepared, recipe: Recipe, clustered, len_groups: int, k: int) -> Cells:
+    """Semantic dedup inside the cells of (L, K) when the recipe asks for it (dedup.py); the duplicates go to
+    clusters/len{L}_k{K}.duplicates.parquet, each with the row it duplicates."""
+    path = run_dir / "clusters" / f"len{len_groups}_k{k}.duplicates.parquet"
+    if recipe.dedup is None:
+        path.unlink(missing_ok=True)  # an earlier run's of this recipe, before --force took dedup out
+        return Cells(clustered.table, prepared.vectors, pa.table({"id": pa.array([], pa.string())}), None)
+    d = recipe.dedup
+    largest = int(np.unique(clustered.table.column("len_group").to_numpy() * (k + 1)
+                            + clustered.table.column("cluster").to_numpy(), return_counts=True)[1].max())
+    if largest > 50_000:  # exact search is quadratic in a cell: 400K rows in one cell take ~17 minutes
+        log.warning("dedup L=%d K=%d: a cell of %d rows; exact near-duplicate search grows with its square (more "
+                    "clusters make smaller cells)", len_groups, k, largest)
+    found = semantic_duplicates(clustered.table, prepared.vectors, d.threshold, d.keep)
+    write_table(found.duplicates, path)
+    kept = np.flatnonzero(found.keep_mask)
+    info = {"threshold": d.threshold, "keep": d.keep, "removed": found.duplicates.num_rows,
+            "file": str(path.relative_to(run_dir)), "by_threshold": found.by_threshold, **found.info}
+    log.info("dedup L=%d K=%d: %d semantic duplicates (cosine > %g) removed", len_groups, k, found.duplicates.num_rows,
+             d.threshold)
+    return Cells(clustered.table.take(pa.array(kept)), VectorRows(prepared.vectors, kept), found.duplicates, info)
+
+
+def ifd_values(table: pa.Table) -> np.ndarray | None:
+    return table.column("ifd").to_numpy(zero_copy_only=False).astype(np.float64) if "ifd" in table.column_names else None
+
+
+def drop_duplicates(prepared: Prepared, cells: Cells, recipe: Recipe, run_dir: Path) -> None:
+    """A run's semantic duplicates into its ledger and dropped.parquet (a sweep's differ per (L, K): they stay
+    in each clusters/*.duplicates.parquet and sweep.csv)."""
+    dup = cells.duplicates
+    if not dup.num_rows:
+        return
+    rows = corpus_rows(prepared.corpus_path, dup.column("id"))
+    at = {rid: i for i, rid in enumerate(dup.column("id").to_pylist())}
+    order = [at[rid] for rid in rows.column("id").to_pylist()]
+    kept, sim = dup.column("kept_id").to_pylist(), dup.column("similarity").to_pylist()
+    groups, clusters = dup.column("len_group").to_pylist(), dup.column("cluster").to_pylist()
+    prepared.deduplicated = prepared.drops.drop(rows, "semantic_duplicate", [
+        f"cosine {sim[i]:.4f} to row {kept[i]}, kept ({recipe.dedup.keep}) in length group {groups[i]}, cluster {clusters[i]}"
+        for i in order])
+    prepared.drops.write(run_dir / "dropped.parquet")
+
+
 def base_manifest(recipe: Recipe, run_dir: Path, prepared: Prepared, stages: Stages, started: float) -> dict[str, Any]:
     manifest = {
         "name": recipe.name,
         "koquality": __version__,
-        "rows": prepared.drops.rows(prepared.corpus.num_rows),
+        "rows": prepared.drops.rows(prepared.corpus.num_rows - prepared.deduplicated),
         "dropped_by_reason": prepared.drops.by_reason(),
         "cleaned": prepared.cleaned,
         "sources": {name: {"mapping": m} for name, m in prepared.mappings.items()},
@@ -375,7 +516,8 @@ def started_run(recipe: Recipe, run_dir: Path, force: bool):
 
 
 def finish_run(recipe: Recipe, run_dir: Path, prepared: Prepared, stages: Stages, started: float, shown: pa.Table,
-               cluster_info: dict[str, Any], cells: dict[str, Any], report: bool, **files: Path) -> dict[str, Any]:
+               cluster_info: dict[str, Any], cells: dict[str, Any], report: bool, dedup: dict[str, Any] | None = None,
+               **files: Path) -> dict[str, Any]:
     """Write the manifest for the selection `shown` (`cells`: how its cells played out, see
     sampling.cell_summary), warn when it is empty or far from the ratio, then (unless `report=False`)
     write report.html."""
@@ -384,6 +526,8 @@ def finish_run(recipe: Recipe, run_dir: Path, prepared: Prepared, stages: Stages
     manifest["selected_by_source"] = dict(Counter(shown.column("source").to_pylist())) if shown.num_rows else {}
     manifest["cluster"] = cluster_info
     manifest["cells"] = cells
+    if dedup is not None:
+        manifest["dedup"] = dedup
     if cells["warning"]:
         log.warning("%s", cells["warning"])
     manifest["files"].update({name: str(path.relative_to(run_dir)) for name, path in files.items()})
@@ -403,16 +547,19 @@ def run(recipe: Recipe, run_dir: str | Path, force: bool = False, report: bool =
     with started_run(recipe, run_dir, force) as (stages, prepared, started):
         c, s = recipe.cluster, recipe.sample
         clustered, cluster_path = stages.run("cluster", cluster_into, run_dir, prepared, recipe, c.len_groups, c.k)
-        chosen = stages.run("sample", sample, clustered.table, s.method, s.ratio, seed=recipe.seed, reproduce=recipe.reproduce)
-        cells = cell_summary(clustered.table.column("len_group").to_numpy(), clustered.table.column("cluster").to_numpy(),
-                             s.method, s.ratio, chosen.num_rows)
+        kept = stages.run("dedup", dedup_into, run_dir, prepared, recipe, clustered, c.len_groups, c.k)
+        drop_duplicates(prepared, kept, recipe, run_dir)
+        chosen = stages.run("sample", sample, kept.table, s.method, s.ratio, seed=recipe.seed, reproduce=recipe.reproduce,
+                            vectors=kept.vectors)
+        cells = cell_summary(kept.table.column("len_group").to_numpy(), kept.table.column("cluster").to_numpy(),
+                             s.method, s.ratio, chosen.num_rows, ifd=ifd_values(kept.table))
         selection = _full_rows(prepared.corpus_path, chosen)
         selection_path = run_dir / "selections" / f"{recipe.selection_name()}.jsonl"
         write_table(selection, selection_path)
         export_path = run_dir / "export" / f"train{EXPORT_SUFFIX[recipe.export.format]}"
         stages.run("export", export, selection, export_path, format=recipe.export.format, template=recipe.export.template)
         manifest = finish_run(recipe, run_dir, prepared, stages, started, selection, clustered.info, cells, report,
-                              clusters=cluster_path, selection=selection_path, export=export_path)
+                              dedup=kept.dedup, clusters=cluster_path, selection=selection_path, export=export_path)
         if recipe.train:
             trained = train_and_evaluate(recipe, run_dir, selection_path, stages)
             manifest["files"].update(trained.pop("files"))
@@ -502,26 +649,46 @@ def _train_processes(selection_path: Path, model_dir: Path, recipe: Recipe, resu
     return json.loads((model_dir / CONFIG_FILE).read_text(encoding="utf-8"))
 
 
-def _write_corpus(ingested_path: Path, ppl: pa.ChunkedArray, n_tokens: pa.ChunkedArray, corpus_path: Path,
-                  recipe: Recipe, drops: Ledger, batch_rows: int = 65536) -> int:
-    """Stream the ingested rows into the corpus with their scores; unscorable rows go to the ledger."""
+def _write_corpus(ingested_path: Path, signals: pa.Table, corpus_path: Path, recipe: Recipe, drops: Ledger,
+                  batch_rows: int = 65536) -> int:
+    """Stream the ingested rows into the corpus with their scores (`signals`, row i ↔ ingested row i). To the
+    ledger go, in this order: contaminated rows (with what they share), then rows a score has no value for
+    (unscorable, with what was missing)."""
     source = pq.ParquetFile(ingested_path)
-    schema = source.schema_arrow.append(pa.field("ppl", pa.float64())).append(pa.field("n_tokens", pa.int32()))
+    schema = source.schema_arrow
+    for field in signals.schema:
+        schema = schema.append(field)
     offset, kept = 0, 0
     unit, need = ("morphemes", 1) if recipe.score.scorer == "kiwi" else ("tokens", 2)
+    ifd_limit = recipe.ifd.max_length if recipe.ifd is not None else None
+    if "contaminated_by" in signals.column_names:  # a drop's detail, not a column of the corpus
+        schema = schema.remove(schema.get_field_index("contaminated_by"))
     with atomic_path(corpus_path) as tmp, pq.ParquetWriter(tmp, schema) as writer:
         for batch in source.iter_batches(batch_size=batch_rows):
             rows = pa.Table.from_batches([batch])
-            rows = rows.append_column("ppl", ppl.slice(offset, rows.num_rows))
-            rows = rows.append_column("n_tokens", n_tokens.slice(offset, rows.num_rows))
+            for field in signals.schema:
+                rows = rows.append_column(field, signals.column(field.name).slice(offset, rows.num_rows))
             offset += rows.num_rows
-            valid = pc.is_valid(rows.column("ppl"))
-            good = rows.filter(valid)
-            writer.write_table(good)
-            kept += good.num_rows
-            bad = rows.filter(pc.invert(valid))
+            if "contaminated_by" in rows.column_names:
+                found = pc.is_valid(rows.column("contaminated_by"))
+                bad = rows.filter(found)
+                drops.drop(bad, "contaminated", bad.column("contaminated_by").to_pylist())
+                rows = rows.filter(pc.invert(found)).drop_columns(["contaminated_by"])
+            no_ppl = pc.is_null(rows.column("ppl"))
+            bad = rows.filter(no_ppl)
             drops.drop(bad, "unscorable", [f"{t} {unit} (perplexity needs at least {need})"
                                            for t in bad.column("n_tokens").to_pylist()])
+            rows = rows.filter(pc.invert(no_ppl))
+            if ifd_limit is not None:
+                no_ifd = pc.is_null(rows.column("ifd"))
+                bad = rows.filter(no_ifd)
+                drops.drop(bad, "unscorable", [
+                    f"IFD: no answer token to score ({cut} answer tokens cut at ifd.max_length {ifd_limit})" if cut else
+                    f"IFD: no answer token to score ({n} scored)"
+                    for n, cut in zip(bad.column("n_answer_tokens").to_pylist(), bad.column("answer_tokens_cut").to_pylist())])
+                rows = rows.filter(pc.invert(no_ifd))
+            writer.write_table(rows)
+            kept += rows.num_rows
     return kept
 
 

@@ -17,7 +17,9 @@ import yaml
 from pydantic import Field, ValidationError, create_model, field_validator, model_validator
 
 from . import backends
+from .dedup import KEEP_ORDERS
 from .errors import MAX_SEED, KoqualityError
+from .sampling import IFD_METHODS, METHODS, PAPER_METHODS
 
 PRESETS = ("demo", "paper", "paper-train")
 
@@ -48,15 +50,29 @@ def _map_stage_section(stage: str, backend_key: str, default: str, shard_help: s
     backend's settings (backends.py) — a backend added to the registry is a recipe key here too. Each
     backend gets only its own settings."""
     shared = {name: (info.annotation, info) for name, info in backends.settings_fields(stage).items()}
+    # backends that read their own columns (IFD) write other columns than the stage's, so they are sections of
+    # their own (`_signal_section`), not choices here
+    choices = tuple(name for name in backends.names(stage) if not backends.backend(stage, name).reads)
     return create_model(f"{stage.title()}Config", __base__=Section,
-                        **{backend_key: (Literal[backends.names(stage)], default)},  # type: ignore[valid-type]
+                        **{backend_key: (Literal[choices], default)},  # type: ignore[valid-type]
                         **shared,
                         field=(str, "instruction"),
                         shard_rows=(int, Field(8192, ge=1, description=shard_help)))
 
 
+def _signal_section(stage: str, name: str) -> type[Section]:
+    """The section of one backend that reads its own columns (`ifd:`, `decontaminate:`): its settings and the
+    shard size of its cache."""
+    backend = backends.backend(stage, name)
+    fields = {field: (info.annotation, info) for field, info in backend.settings.model_fields.items()}
+    return create_model(f"{name.title()}Config", __base__=Section, **fields,
+                        shard_rows=(int, Field(8192, ge=1, description="saved every this many rows")))
+
+
 ScoreConfig = _map_stage_section("score", "scorer", "kiwi", "scores are saved every this many rows, so a killed run resumes")
 EmbedConfig = _map_stage_section("embed", "encoder", "tfidf", "row-independent encoders save vectors every this many rows")
+IfdConfig = _signal_section("score", "ifd")
+DecontaminateConfig = _signal_section("filter", "decontaminate")
 
 
 class ClusterConfig(Section):
@@ -67,8 +83,15 @@ class ClusterConfig(Section):
     device: str = "cpu"  # cuda: faiss-gpu when installed, else torch
 
 
+class DedupConfig(Section):
+    """Semantic near-duplicates dropped inside each (length group, cluster) cell (dedup.py)."""
+
+    threshold: float = Field(0.95, gt=0, le=1)  # cosine similarity above which a row duplicates a kept one
+    keep: Literal[KEEP_ORDERS] = "lowest_ppl"  # type: ignore[valid-type]  # which row of a duplicate group stays
+
+
 class SampleConfig(Section):
-    method: Literal["rand", "ppl", "ppl_h"] = "ppl"
+    method: Literal[METHODS] = "ppl"  # type: ignore[valid-type]
     ratio: float = Field(0.01, gt=0, le=1)
 
 
@@ -164,7 +187,10 @@ class Recipe(Section):
     ingest: IngestConfig = Field(default_factory=IngestConfig)
     score: ScoreConfig = Field(default_factory=ScoreConfig)
     embed: EmbedConfig = Field(default_factory=EmbedConfig)
+    decontaminate: DecontaminateConfig | None = None  # drop rows sharing a long n-gram with a benchmark (decontaminate.py)
+    ifd: IfdConfig | None = None  # score every row's IFD (scoring/ifd.py): `ifd`, `ppl_ifd` and keep: highest_ifd need it
     cluster: ClusterConfig = Field(default_factory=ClusterConfig)
+    dedup: DedupConfig | None = None  # drop semantic near-duplicates inside each cell before sampling
     sample: SampleConfig = Field(default_factory=SampleConfig)
     export: ExportConfig = Field(default_factory=ExportConfig)
     engine: EngineConfig = Field(default_factory=EngineConfig)
@@ -194,9 +220,20 @@ class Recipe(Section):
             raise ValueError("eval evaluates the model that train fine-tunes: add a train section (with model)")
         return self
 
+    @model_validator(mode="after")
+    def _ifd_is_scored_where_it_is_used(self):
+        needs = ([f"sample.method: {self.sample.method}"] if self.sample.method in IFD_METHODS else []) + \
+                (["dedup.keep: highest_ifd"] if self.dedup is not None and self.dedup.keep == "highest_ifd" else [])
+        if needs and self.ifd is None:
+            raise ValueError(f"{needs[0]} needs every row's IFD: add an ifd section with the model that scores it "
+                             "(ifd: {model: NAME_OR_PATH})")
+        if self.reproduce and (self.dedup is not None or self.sample.method not in PAPER_METHODS):
+            raise ValueError("reproduce: original runs the original code's stages only (no dedup, a paper method)")
+        return self
+
     def to_yaml(self) -> str:
         # recipes without them read as they always did
-        exclude = {"reproduce"} if self.reproduce is None else set()
+        exclude = {key for key in ("reproduce", "decontaminate", "ifd", "dedup") if getattr(self, key) is None}
         if self.engine == EngineConfig():
             exclude.add("engine")
         return yaml.safe_dump(self.model_dump(mode="json", exclude=exclude), allow_unicode=True, sort_keys=False)
@@ -254,10 +291,16 @@ def _paths_from(folder: Path, data: dict[str, Any]) -> None:
         if isinstance(source, dict):
             source["path"] = local(source.get("path"), must_exist=False)
     for section, key, must_exist in (("eval", "kobest_dir", False), ("train", "deepspeed", True),
-                                     ("score", "model", True), ("embed", "model", True), ("train", "model", True)):
+                                     ("score", "model", True), ("embed", "model", True), ("ifd", "model", True), ("train", "model", True)):
         part = data.get(section)
         if isinstance(part, dict) and key in part:
             part[key] = local(part[key], must_exist)
+    part = data.get("decontaminate")
+    if isinstance(part, dict):
+        if "kobest_dir" in part:
+            part["kobest_dir"] = local(part["kobest_dir"], False)
+        if isinstance(part.get("benchmarks"), list):  # "kobest" is a name, not a file; anything else is a file
+            part["benchmarks"] = [b if b == "kobest" else local(b, False) for b in part["benchmarks"]]
 
 
 def parse_engine(given: dict[str, Any]) -> EngineConfig:

@@ -78,7 +78,8 @@ def _load(run_dir: Path) -> dict[str, Any]:
     manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     files = manifest["files"]
     # no texts here: a 2M-row corpus's texts are gigabytes; example rows fetch theirs by id
-    corpus = pq.read_table(run_dir / files["corpus"], columns=["id", "source", "len", "ppl"])
+    columns = ["id", "source", "len", "ppl"] + (["ifd"] if "ifd" in pq.read_schema(run_dir / files["corpus"]).names else [])
+    corpus = pq.read_table(run_dir / files["corpus"], columns=columns)
     clusters = pq.read_table(run_dir / files["clusters"])
     ids, problem = _selection_ids(run_dir / files["selection"])
     # Arrow's hash lookup: numpy's isin on 2M string ids falls back to element-wise comparisons (minutes)
@@ -91,6 +92,7 @@ def _load(run_dir: Path) -> dict[str, Any]:
 
         recipe = yaml.safe_load(recipe_path.read_text(encoding="utf-8")) or {}
     return {"manifest": manifest, "corpus": corpus, "corpus_path": run_dir / files["corpus"], "clusters": clusters,
+            "dropped": run_dir / files.get("dropped", "dropped.parquet"),
             "selected": selected.to_numpy(zero_copy_only=False).astype(bool), "selection_rows": len(ids),
             "selection_problem": problem, "cluster_info": info, "recipe": recipe,
             "vectors": run_dir / files["vectors"], "sweep": run_dir / "sweep.csv"}
@@ -369,6 +371,48 @@ def _kobest_table(run_dir: Path) -> str:
     note = (f"<p class='muted'>Zero-shot KoBEST test splits, lm-evaluation-harness; ×100. "
             f"{'Limited to the first ' + ', '.join(map(str, limits)) + ' examples per task: not comparable with full runs.' if limits else ''}</p>")
     return f"<table><tr><th>model</th><th>metric</th>{header}<th>avg</th></tr>{rows}</table>{note}"
+
+
+def _signals_section(data: dict[str, Any], source: np.ndarray, selected: np.ndarray) -> str:
+    """IFD by source and in the selection against all rows, what semantic dedup removed at each threshold (with
+    example pairs), and what decontamination dropped — for the signals the recipe used; '' for none."""
+    manifest, corpus, parts = data["manifest"], data["corpus"], []
+    if "ifd" in corpus.column_names:
+        ifd = corpus.column("ifd").to_numpy(zero_copy_only=False).astype(np.float64)
+
+        def stats(name: str, mask: np.ndarray) -> dict[str, Any]:
+            values, chosen = ifd[mask], ifd[mask & selected]
+            return {"rows": name, "count": f"{int(mask.sum()):,}", "median IFD": f"{np.nanmedian(values):.4f}" if len(values) else "–",
+                    "IFD < 1": f"{np.mean(values < 1):.1%}" if len(values) else "–",
+                    "selected": f"{len(chosen):,}", "median IFD selected": f"{np.nanmedian(chosen):.4f}" if len(chosen) else "–"}
+
+        rows = [stats("all rows", np.ones(len(ifd), bool))] + [stats(n, source == n) for n in sorted(set(source.tolist()))]
+        parts.append("<h2>IFD: instruction-following difficulty</h2><p class='muted'>ppl(answer | instruction) / "
+                     "ppl(answer alone) per row (Cherry-LLM): below 1 the instruction helps the model predict the "
+                     "answer; at 1 or above it does not. By source, and the selection against all rows.</p>"
+                     + _table(rows, list(rows[0])))
+    dedup = manifest.get("dedup")
+    if dedup:
+        pairs = [(e["id"], e["kept_id"], e["similarity"], b["threshold"]) for b in dedup["by_threshold"] for e in b["examples"]]
+        ids = pa.array(sorted({i for p in pairs for i in p[:2]}), pa.string())
+        texts = _fetch_texts(data["corpus_path"], ids, set())
+        counts = [{"cosine above": f"{b['threshold']:g}", "rows removed": f"{b['removed']:,}"} for b in dedup["by_threshold"]]
+        examples = [{"threshold": f"{t:g}", "cosine": f"{sim:.4f}", "removed": texts.get(a, {}).get("instruction", a),
+                     "kept": texts.get(b, {}).get("instruction", b)} for a, b, sim, t in pairs[-6:]]
+        parts.append(f"<h2>semantic dedup</h2><p class='muted'>Inside each (length group, cluster) cell, a row whose "
+                     f"embedding has cosine similarity above {dedup['threshold']:g} with a row kept before it "
+                     f"(keep: {html.escape(dedup['keep'])}) was removed: {dedup['removed']:,} rows "
+                     f"({html.escape(dedup['file'])}). What each threshold would remove, and pairs near the top:</p>"
+                     + _table(counts, ["cosine above", "rows removed"])
+                     + (_table(examples, ["threshold", "cosine", "removed", "kept"], limit=160) if examples else ""))
+    contaminated = manifest.get("dropped_by_reason", {}).get("contaminated", 0)
+    if contaminated and data["dropped"].exists():
+        dropped = pq.read_table(data["dropped"], columns=["reason", "source", "detail"])
+        shown = dropped.filter(pc.equal(dropped.column("reason"), "contaminated")).slice(0, 8).to_pylist()
+        parts.append(f"<h2>decontamination</h2><p class='muted'>{contaminated:,} rows shared a long n-gram with a "
+                     "benchmark item and were dropped (dropped.parquet, reason contaminated). The first ones:</p>"
+                     + _table(shown, ["source", "detail"], limit=240))
+    return "".join(parts)
 
 
 def _table(rows: list[dict], columns: list[str], limit: int = 300) -> str:
@@ -667,6 +711,7 @@ def write_report(run_dir: str | Path) -> Path:
             f"length group. figures/embedding_map.png has the same map as an image.</p>{interactive}"
             f"<noscript><img alt='embedding_map' src='data:image/png;base64,{encoded['embedding_map']}'></noscript>"
             f"<h2>clusters</h2>{_cluster_section(cells, terms, sum(len(r) for r in term_rows.values()))}"
+            f"{_signals_section(data, source, selected)}"
             f"{sweep}{figure('training_loss') if 'training_loss' in encoded else ''}"
             f"{'<h2>KoBEST</h2>' + _kobest_table(run_dir) if 'eval' in manifest else ''}"
             f"<h2>Example rows</h2>{_examples(by_source, by_cell, row, terms)}"

@@ -17,17 +17,41 @@ sort of the original's tables orders them (by `len`, then table order), for the 
 its unstable sort's tie order; `rand` stays seeded (the original's `df.sample(frac=N)` had no seed).
 The selection is sorted by (`len_group`, `cluster`, `ppl`, `len`) (`ppl_rounded`, then table order, with
 `reproduce="original"`).
+
+Beyond the paper, within each cell (its rows in table order), with the paper's budgets (`cell_budget`):
+- `ifd`: the m = int(N × rows in the cell) rows of highest IFD (instruction-following difficulty, the `ifd`
+  column) among those with ifd < 1 — Cherry LLM's rule: at IFD ≥ 1 the instruction does not help the model
+  predict the answer — ties in table order. Rows without an ifd (null, NaN) are never chosen. Top-m, as
+  `ppl_h`, so a cell smaller than 1/N keeps none.
+- `ppl_ifd`: `ppl`'s systematic sample across the perplexity range, taken from the rows with ifd < 1 only,
+  budget b = ceil(n/s) rows computed from the whole cell (n rows, s = int(1/N)), as `ppl`. With p rows passing,
+  p ≥ b: the rows at positions ⌊i·s·p/n⌋, i = 0 … b−1, of the passing rows in `ppl` order — the paper's
+  positions i·s scaled to the passing rows (the same quantiles of the perplexity order; exactly `ppl`'s rows
+  when every row passes). p < b: all p passing rows, and `cell_summary(..., ifd=...)` counts the cells and rows
+  short of their budget.
+- `diverse`: greedy k-center (farthest-point) on the embeddings up to b = ceil(n/s) rows (`ppl`'s budget, so
+  the two compare at equal size): the first centre drawn by `np.random.default_rng([seed, len_group, cluster])`,
+  then, repeatedly, the row farthest from every centre chosen so far (squared L2 in float32, computed row by row
+  without BLAS, so no thread count moves a bit; ties to the row first in table order). Needs the vectors
+  (`sample(..., vectors=...)`). Rows with the same vector as a centre are at distance 0 and come last.
+`reproduce="original"` changes only the perplexity order (`ppl_rounded`, ties by `len`), which `ppl_ifd` uses.
 """
 
 from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pyarrow as pa
 
 from .errors import MAX_SEED, KoqualityError, check_range
-from .tables import require_columns, set_column
+from .tables import check_finite, require_columns, set_column
+from .threads import threads
 
-METHODS = ("rand", "ppl", "ppl_h")
+PAPER_METHODS = ("rand", "ppl", "ppl_h")
+METHODS = PAPER_METHODS + ("ifd", "ppl_ifd", "diverse")
+IFD_METHODS = ("ifd", "ppl_ifd")  # need the `ifd` column
+VECTOR_METHODS = ("diverse",)  # need the vectors
 REQUIRED = ("ppl", "len_group", "cluster", "instruction")
 
 
@@ -39,14 +63,18 @@ def _stable_order(values: np.ndarray, descending: bool = False, tiebreak: np.nda
 
 
 def select_indices(ppl: np.ndarray, len_group: np.ndarray, cluster: np.ndarray, instruction: list[str],
-                   method: str, ratio: float, seed: int = 0, tiebreak: np.ndarray | None = None) -> np.ndarray:
+                   method: str, ratio: float, seed: int = 0, tiebreak: np.ndarray | None = None,
+                   ifd: np.ndarray | None = None, vectors=None) -> np.ndarray:
     """Row indices the method keeps, unordered; the arrays are the table's columns (`tiebreak`: orders rows
-    tied in `ppl` before table order)."""
+    tied in `ppl` before table order; `ifd`: the ifd column, NaN where missing, for ifd / ppl_ifd; `vectors`:
+    an array or `tables.VectorFile`, row i ↔ row i, for diverse)."""
     if method not in METHODS:
         raise KoqualityError(f"--method {method}: expected one of {', '.join(METHODS)}")
     if not 0 < ratio <= 1:
         raise KoqualityError(f"--ratio {ratio}: must be in (0, 1]")
     check_range("seed", seed, 0, MAX_SEED)
+    if method not in PAPER_METHODS:
+        return _select_beyond(ppl, len_group, cluster, method, ratio, seed, tiebreak, ifd, vectors)
     rng = np.random.default_rng(seed)
     keep: list[np.ndarray] = []
     for g in np.unique(len_group):
@@ -73,14 +101,126 @@ def select_indices(ppl: np.ndarray, len_group: np.ndarray, cluster: np.ndarray, 
     return np.concatenate(keep) if keep else np.zeros(0, dtype=np.int64)
 
 
+def cell_budget(method: str, size: int, ratio: float) -> int:
+    """The rows a cell of `size` rows may give: ceil(size / int(1/N)) for the systematic samples (`ppl`,
+    `ppl_ifd`, `diverse`), int(N × size) for the top-m rankings (`ppl_h`, `ifd`; `ppl_h` before dropping
+    repeated instructions). `rand` samples length groups, not cells: round(N × size) of a group."""
+    if method == "rand":
+        return round(ratio * size)
+    if method in ("ppl_h", "ifd"):
+        return int(ratio * size)
+    return len(range(0, size, int(1 / ratio)))
+
+
+def ifd_passes(ifd: np.ndarray) -> np.ndarray:
+    """Rows the IFD methods may choose: ifd < 1 (Cherry LLM's filter); null / NaN never."""
+    with np.errstate(invalid="ignore"):
+        return np.asarray(ifd, dtype=np.float64) < 1.0
+
+
+def _cells(len_group: np.ndarray, cluster: np.ndarray):
+    """(length group, cluster, the group's rows, the cell's positions among them), cell by cell in (group,
+    cluster) order; rows in table order."""
+    for g in np.unique(len_group):
+        rows = np.flatnonzero(len_group == g)
+        labels = cluster[rows]
+        for c in np.unique(labels):
+            yield g, c, rows, np.flatnonzero(labels == c)
+
+
+def _select_beyond(ppl, len_group, cluster, method, ratio, seed, tiebreak, ifd, vectors) -> np.ndarray:
+    """`ifd`, `ppl_ifd` and `diverse` (module docstring)."""
+    n_rows = len(len_group)
+    if method in IFD_METHODS:
+        if ifd is None:
+            raise KoqualityError(missing_ifd(method))
+        ifd = np.asarray(ifd, dtype=np.float64)
+        passes = ifd_passes(ifd)
+    if method in VECTOR_METHODS:
+        if vectors is None:
+            raise KoqualityError(f"--method {method} needs the row vectors (sample(..., vectors=...): the embed "
+                                 "stage's .npy, row i being row i of the table); koquality run passes its own")
+        shape = getattr(vectors, "shape", None)
+        if shape is None or len(shape) != 2 or shape[0] != n_rows:
+            raise KoqualityError(f"--method {method}: vectors of shape {shape} for {n_rows} rows (expected rows "
+                                 "× dims, row i of the vectors being row i of the table)")
+    if method == "diverse":
+        return _select_diverse(len_group, cluster, ratio, seed, vectors)
+    keep: list[np.ndarray] = []
+    for g, c, rows, positions in _cells(len_group, cluster):
+        cell = rows[positions]
+        budget = cell_budget(method, len(cell), ratio)
+        candidates = cell[passes[cell]]
+        if method == "ifd":
+            keep.append(candidates[np.argsort(-ifd[candidates], kind="stable")[:budget]])
+        else:
+            ordered = candidates[_stable_order(ppl[candidates],
+                                               tiebreak=None if tiebreak is None else tiebreak[candidates])]
+            p, n, s = len(ordered), len(cell), int(1 / ratio)
+            keep.append(ordered if p < budget else ordered[np.arange(budget) * s * p // n])
+    return np.concatenate(keep).astype(np.int64) if keep else np.zeros(0, dtype=np.int64)
+
+
+def _select_diverse(len_group, cluster, ratio, seed, vectors) -> np.ndarray:
+    """k-center per cell; the vectors read one length group at a time (a VectorFile reads rows in passes over
+    the file), the group's cells side by side on `threads.threads()` workers (each cell's result its own)."""
+    keep: list[np.ndarray] = []
+    by_group: dict = {}
+    for g, c, rows, positions in _cells(len_group, cluster):
+        by_group.setdefault(g, (rows, []))[1].append((c, positions))
+    with ThreadPoolExecutor(max(1, threads()), thread_name_prefix="koquality-diverse") as pool:
+        for g, (rows, cells) in by_group.items():
+            group_vectors = vectors.rows(rows) if hasattr(vectors, "rows") else np.asarray(vectors[rows])
+            check_finite(group_vectors, f"sample: length group {g}")
+
+            def one(cell):
+                c, positions = cell
+                first = int(np.random.default_rng([seed, int(g), int(c)]).integers(len(positions)))
+                return rows[positions][k_center(group_vectors[positions], cell_budget("diverse", len(positions), ratio),
+                                                first)]
+
+            keep.extend(pool.map(one, cells))
+    return np.concatenate(keep).astype(np.int64) if keep else np.zeros(0, dtype=np.int64)
+
+
+def k_center(vectors: np.ndarray, budget: int, first: int) -> np.ndarray:
+    """Greedy farthest-point: `first`, then repeatedly the row with the largest squared L2 distance (float32)
+    to its nearest chosen row, ties to the lowest index; `budget` positions in the order chosen."""
+    x = np.ascontiguousarray(vectors, dtype=np.float32)
+    budget = min(budget, len(x))
+    chosen = np.empty(budget, dtype=np.int64)
+    if not budget:
+        return chosen
+    nearest = np.full(len(x), np.inf, dtype=np.float32)
+    diff = np.empty_like(x)
+    pick = first
+    for i in range(budget):
+        chosen[i] = pick
+        np.subtract(x, x[pick], out=diff)
+        np.multiply(diff, diff, out=diff)
+        np.minimum(nearest, diff.sum(axis=1), out=nearest)  # numpy's pairwise sum, row by row: no BLAS
+        nearest[pick] = -1.0  # chosen: never again, even when every row left is at distance 0
+        if i + 1 < budget:
+            pick = int(np.argmax(nearest))
+    return chosen
+
+
+def missing_ifd(method: str) -> str:
+    return (f"--method {method} needs an `ifd` column (instruction-following difficulty), which the table lacks: "
+            "score it with `koquality run` and an `ifd:` recipe section, or `koquality score --scorer ifd`")
+
+
 def sample(table: pa.Table, method: str = "ppl", ratio: float = 0.01, seed: int = 0,
-           reproduce: str | None = None) -> pa.Table:
+           reproduce: str | None = None, vectors=None) -> pa.Table:
     """`reproduce="original"`: sort by `ppl_rounded` (computed from `ppl` when the table lacks it, and added),
-    ties by `len`, as the original's code (see the module docstring)."""
+    ties by `len`, as the original's code (see the module docstring). `vectors` (an array or a
+    `tables.VectorFile`, row i ↔ table row i): the embeddings, for `diverse`."""
     from .clustering import check_reproduce, round_ppl
 
     check_reproduce(reproduce)
     require_columns(table, REQUIRED, "sample")
+    if method in IFD_METHODS and "ifd" not in table.column_names:
+        raise KoqualityError(missing_ifd(method))
     if table.column("ppl").null_count:
         raise KoqualityError(f"sample: {table.column('ppl').null_count} rows have no ppl (unscorable); "
                              "drop them first (koquality run does this and records them in dropped.parquet)")
@@ -92,8 +232,10 @@ def sample(table: pa.Table, method: str = "ppl", ratio: float = 0.01, seed: int 
         if "ppl_rounded" not in table.column_names:
             table = set_column(table, "ppl_rounded", pa.array(round_ppl(ppl), type=pa.float64()))
         ppl = table.column("ppl_rounded").to_numpy()
-    chosen = select_indices(ppl, len_group, cluster, table.column("instruction").to_pylist(), method, ratio, seed,
-                            tiebreak=lengths if reproduce else None)
+    ifd = table.column("ifd").to_numpy(zero_copy_only=False).astype(np.float64) if method in IFD_METHODS else None
+    instruction = table.column("instruction").to_pylist() if method == "ppl_h" else []  # only ppl_h reads it
+    chosen = select_indices(ppl, len_group, cluster, instruction, method, ratio, seed,
+                            tiebreak=lengths if reproduce else None, ifd=ifd, vectors=vectors)
     if reproduce:
         chosen = np.sort(chosen)  # the original's final sort leaves full ties in table order
     # Sort by (len_group, cluster, ppl, len); np.lexsort takes the primary key last.
@@ -101,12 +243,23 @@ def sample(table: pa.Table, method: str = "ppl", ratio: float = 0.01, seed: int 
     return table.take(pa.array(chosen[order], type=pa.int64()))
 
 
-def cell_summary(len_group: np.ndarray, cluster: np.ndarray, method: str, ratio: float, selected: int) -> dict:
+COLLAPSE = {  # what a cell smaller than 1/N gives, per method, for cell_summary's warning
+    "rand": "rand samples whole length groups", "ppl": "ppl keeps one row of each",
+    "ppl_h": "ppl_h keeps none of them", "ifd": "ifd keeps none of them",
+    "ppl_ifd": "ppl_ifd keeps one row of each that has a row with ifd < 1", "diverse": "diverse keeps one row of each",
+}
+
+
+def cell_summary(len_group: np.ndarray, cluster: np.ndarray, method: str, ratio: float, selected: int,
+                 ifd: np.ndarray | None = None) -> dict:
     """How the paper's per-cell rule played out, for the summary, the manifest and the report.
 
     A cell smaller than 1/N collapses: `ppl` keeps its row at position 0 (one row, more than N of it) and
     `ppl_h` keeps int(N × size) = 0 rows. That is the paper's rule and stays, but with many small cells the
-    selection is far from N of the corpus (all of it, or nothing), and the user must be told."""
+    selection is far from N of the corpus (all of it, or nothing), and the user must be told.
+    With `ifd` (the column, NaN where missing) for `ifd` / `ppl_ifd`: `summary["ifd"]` counts the rows the
+    filter (ifd < 1) lets through and the cells with fewer passing rows than their budget (`cell_budget`),
+    which then give all they have."""
     rows = len(len_group)
     _, sizes = np.unique(np.stack([len_group, cluster]), axis=1, return_counts=True) if rows else (None, np.zeros(0))
     below = int((sizes * ratio < 1).sum())
@@ -114,7 +267,21 @@ def cell_summary(len_group: np.ndarray, cluster: np.ndarray, method: str, ratio:
     summary = {"method": method, "ratio": ratio, "cells": int(len(sizes)), "cells_below_1_over_n": below,
                "selected": selected, "effective_ratio": round(effective, 6), "warning": None}
     why = (f"{below:,} of {len(sizes):,} cells hold fewer than 1/N = {1 / ratio:g} rows "
-           f"({'ppl keeps one row of each' if method == 'ppl' else 'ppl_h keeps none of them' if method == 'ppl_h' else 'rand samples whole length groups'})")
+           f"({COLLAPSE.get(method, COLLAPSE['rand'])})")
+    if method in IFD_METHODS and ifd is not None:
+        passes = ifd_passes(ifd)
+        short_cells = short_rows = 0
+        for _, _, group_rows, positions in _cells(np.asarray(len_group), np.asarray(cluster)):
+            budget = cell_budget(method, len(positions), ratio)
+            passing = int(passes[group_rows[positions]].sum())
+            if passing < budget:
+                short_cells += 1
+                short_rows += budget - passing
+        summary["ifd"] = {"rows_passing": int(passes.sum()), "rows_filtered": int(rows - passes.sum()),
+                          "cells_short": short_cells, "rows_short": short_rows}
+        if short_rows:
+            why += (f"; {short_cells:,} {'cell has' if short_cells == 1 else 'cells have'} fewer rows with ifd < 1 "
+                    f"than {'its' if short_cells == 1 else 'their'} budget, {short_rows:,} rows short")
     if selected == 0:
         summary["warning"] = f"the selection is empty: {why}; raise the ratio or lower K"
     elif not ratio / 2 <= effective <= ratio * 2:

@@ -20,12 +20,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .pipeline import cluster_into, corpus_rows, finish_run, log, selection_rows, started_run
+from .pipeline import cluster_into, corpus_rows, dedup_into, finish_run, ifd_values, log, selection_rows, started_run
 from .recipe import Recipe
-from .sampling import METHODS, cell_summary, sample
+from .sampling import PAPER_METHODS, cell_summary, sample
 from .tables import atomic_path, write_table
 
-PAPER_GRID = {"len_groups": [1, 5, 10, 20], "k": [1, 10, 20, 50, 100], "method": list(METHODS),
+PAPER_GRID = {"len_groups": [1, 5, 10, 20], "k": [1, 10, 20, 50, 100], "method": list(PAPER_METHODS),
               "ratio": [0.1, 0.05, 0.01]}
 
 
@@ -50,6 +50,8 @@ def selection_stats(selection: pa.Table, sources: list[str]) -> dict[str, Any]:
         "mean_len": round(float(np.mean(selection.column("len").to_numpy())), 2) if n else None,
         "cells_covered": len(set(zip(selection.column("len_group").to_pylist(), selection.column("cluster").to_pylist()))),
         "duplicate_instructions": n - len(set(instructions)),
+        "mean_ifd": (round(float(np.nanmean(selection.column("ifd").to_numpy(zero_copy_only=False).astype(float))), 4)
+                     if n and "ifd" in selection.column_names else None),
     })
     return stats
 
@@ -86,6 +88,7 @@ def sweep(recipe: Recipe, run_dir: str | Path, len_groups: list[int] | None = No
     run_dir = Path(run_dir)
     with started_run(recipe, run_dir, force) as (stages, prepared, started):
         sources = sorted(set(prepared.corpus.column("source").to_pylist()))
+        contaminated = prepared.drops.by_reason().get("contaminated", 0)
         rows: list[dict[str, Any]] = []
         # The selection the report and summary show: the recipe's own setting, else the paper's final one.
         preference = [(recipe.cluster.len_groups, recipe.cluster.k, recipe.sample.method, recipe.sample.ratio),
@@ -95,9 +98,11 @@ def sweep(recipe: Recipe, run_dir: str | Path, len_groups: list[int] | None = No
         for L in grid["len_groups"]:
             for K in grid["k"]:
                 clustered, cluster_path = cluster_into(run_dir, prepared, recipe, L, K)
-                chosen_by = {(m, n): sample(clustered.table, m, n, seed=recipe.seed, reproduce=recipe.reproduce)
+                kept = dedup_into(run_dir, prepared, recipe, clustered, L, K)
+                chosen_by = {(m, n): sample(kept.table, m, n, seed=recipe.seed, reproduce=recipe.reproduce, vectors=kept.vectors)
                              for m in grid["method"] for n in grid["ratio"]}
-                groups, clusters = clustered.table.column("len_group").to_numpy(), clustered.table.column("cluster").to_numpy()
+                groups, clusters = kept.table.column("len_group").to_numpy(), kept.table.column("cluster").to_numpy()
+                ifd = ifd_values(kept.table)
                 # one streaming pass over the corpus per (L, K) fetches the texts of all its selections
                 ids = [chunk for c in chosen_by.values() for chunk in c.column("id").chunks]
                 wanted = pc.unique(pa.chunked_array(ids, type=pa.string()).combine_chunks())
@@ -107,13 +112,14 @@ def sweep(recipe: Recipe, run_dir: str | Path, len_groups: list[int] | None = No
                     name = f"len{L}_k{K}_m{m}_n{n:g}"
                     path = run_dir / "selections" / f"{name}.jsonl"
                     write_table(selection, path)
-                    cells = cell_summary(groups, clusters, m, n, selection.num_rows)
+                    cells = cell_summary(groups, clusters, m, n, selection.num_rows, ifd=ifd)
                     rows.append({"len_groups": L, "k": K, "method": m, "ratio": n, **selection_stats(selection, sources),
                                  "effective_ratio": cells["effective_ratio"], "cells_below_1_over_n": cells["cells_below_1_over_n"],
+                                 "semantic_duplicates": kept.duplicates.num_rows, "contaminated": contaminated,
                                  "file": str(path.relative_to(run_dir))})
                     rank = preference.index((L, K, m, n)) if (L, K, m, n) in preference else len(preference)
                     if shown is None or rank < shown[0]:
-                        shown = (rank, path, cluster_path, clustered.info, cells, selection)
+                        shown = (rank, path, cluster_path, clustered.info, cells, selection, kept.dedup)
                 log.info("sweep: L=%d K=%d done", L, K)
         stages.note("sweep", seconds=round(time.perf_counter() - start, 3), selections=len(rows))
         earlier = _listed_selections(run_dir)
@@ -126,9 +132,9 @@ def sweep(recipe: Recipe, run_dir: str | Path, len_groups: list[int] | None = No
             (run_dir / name).unlink(missing_ok=True)
         if stale:
             log.info("sweep: removed %d selection(s) of an earlier grid", len(stale))
-        _, path, cluster_path, info, cells, selection = shown
+        _, path, cluster_path, info, cells, selection, dedup = shown
         stages.note("sweep", grid=grid)
         _warn_collapsed(rows, prepared.corpus.num_rows)
-        manifest = finish_run(recipe, run_dir, prepared, stages, started, selection, info, cells, report,
+        manifest = finish_run(recipe, run_dir, prepared, stages, started, selection, info, cells, report, dedup=dedup,
                               clusters=cluster_path, selection=path, sweep=run_dir / "sweep.csv")
     return SweepResult(run_dir, manifest, rows)

@@ -74,7 +74,9 @@ def read_table(path: str | os.PathLike) -> pa.Table:
         raise KoqualityError(f"{path}: cannot be read as {fmt[1:]} ({e})") from None
     if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
         raise KoqualityError(f"{path}: expected a list of JSON objects")
-    return pa.Table.from_pylist(rows)
+    # every key of every row (from_pylist would keep only the first row's, losing a later row's `input`)
+    keys = dict.fromkeys(key for row in rows for key in row)
+    return pa.table({key: [row.get(key) for row in rows] for key in keys})
 
 
 def _default_mode() -> int:
@@ -335,3 +337,19 @@ class VectorFile:
                 block = np.frombuffer(f.read(count * row_bytes), dtype=self.dtype).reshape(count, self.shape[1])
                 out[order[lo:hi]] = block[wanted[lo:hi] - start]
         return out
+
+
+class VectorRows:
+    """Some rows of a vectors file or array (`positions`), seen as a vectors object of their own: row i is
+    row `positions[i]` of `vectors` (the rows semantic dedup kept, for sampling by embeddings)."""
+
+    def __init__(self, vectors, positions: np.ndarray):
+        self.vectors, self.positions = vectors, np.asarray(positions, dtype=np.int64)
+        self.shape = (len(self.positions), vectors.shape[1])
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def rows(self, indices: np.ndarray | None = None) -> np.ndarray:
+        wanted = self.positions if indices is None else self.positions[np.asarray(indices)]
+        return self.vectors.rows(wanted) if hasattr(self.vectors, "rows") else np.asarray(self.vectors[wanted])

@@ -22,7 +22,7 @@ from ..cache import ShardCache
 from ..embedding import embed
 from ..morphemes import MorphemeWriter
 from ..recipe import EngineConfig
-from ..scoring import score
+from ..scoring import score, score_rows
 from ..tables import check_finite
 
 @dataclass
@@ -40,8 +40,15 @@ class MapStage:
     def load(self):
         return self.backend.build(self.settings, **self.context)
 
+    @property
+    def columns(self) -> list[str]:
+        """What the stage reads of each row besides its id."""
+        return list(self.backend.reads or (self.field,))
+
     def compute(self, instance, batch: pa.Table) -> pa.Table:
-        """`batch` (id, field) → id and the backend's output columns, by the stages' own functions."""
+        """`batch` (id and `columns`) → id and the backend's output columns, by the stages' own functions."""
+        if self.backend.reads:
+            return score_rows(batch, instance).select(["id", *self.backend.writes])
         if self.backend.stage == "score":
             writer = MorphemeWriter(self.morphemes) if self.morphemes is not None else None
             return score(batch, instance, field=self.field, morphemes=writer).select(["id", "ppl", "n_tokens"])
@@ -55,13 +62,13 @@ class MapStage:
 
 
 def fill(stage: MapStage, rows: pa.Table, engine: EngineConfig | None = None) -> int:
-    """Compute `stage` for the rows of `rows` (id, field) no shard holds yet, with a progress bar named after
+    """Compute `stage` for the rows of `rows` (id and the stage's columns) no shard holds yet, with a progress bar named after
     the stage; returns how many were computed."""
     todo = rows.filter(stage.cache.missing(rows.column("id")))
     if not todo.num_rows:
         return 0
     engine = engine or EngineConfig()
-    with progress.stage(stage.backend.stage, todo.num_rows) as advance:
+    with progress.stage(stage.backend.name if stage.backend.reads else stage.backend.stage, todo.num_rows) as advance:
         if engine.name == "local":
             instance = stage.load()
             for shard in stage.shards_of(todo):

@@ -57,3 +57,22 @@ def score(table: pa.Table, scorer: Scorer, field: str = "instruction", batch_row
     ppl = result["ppl"]
     table = set_column(table, "ppl", pa.array(ppl, type=pa.float64(), mask=np.isnan(ppl)))
     return set_column(table, "n_tokens", pa.array(result["n_tokens"], type=pa.int32()))
+
+
+def score_rows(table: pa.Table, scorer: Any) -> pa.Table:
+    """`table` with the columns of a backend that reads several of its columns (`score_rows`: the IFD scorer,
+    the decontamination filter; see ../backends.py), NaN and None as nulls — no value, never a number. A
+    table without `input` is scored as if every input were empty."""
+    if "input" not in table.column_names:
+        table = table.append_column("input", pa.nulls(table.num_rows, pa.string()))
+    for column, values in scorer.score_rows(table).items():
+        table = set_column(table, column, _column(values))
+    return table
+
+
+def _column(values) -> pa.Array:
+    if isinstance(values, np.ndarray) and values.dtype.kind == "f":
+        return pa.array(values.astype(np.float64), mask=np.isnan(values))
+    if isinstance(values, np.ndarray) and values.dtype.kind in "iu":
+        return pa.array(values.astype(np.int32))
+    return pa.array(list(values), pa.string() if not isinstance(values, np.ndarray) else None)
