@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import resource
 import subprocess
@@ -103,10 +104,11 @@ def main() -> None:
         raise SystemExit(f"needs KoBEST at {KOBEST}")
     from koquality.threads import threads
 
-    print(f"decontaminate {args.rows:,} rows against all of KoBEST; Kiwi threads {threads()}")
+    print(f"decontaminate {args.rows:,} rows against all of KoBEST; Kiwi threads {threads()}; load average "
+          f"{os.getloadavg()[0]:.1f} (other processes share these cores)")
     with tempfile.TemporaryDirectory(prefix="koquality-cache-") as cache:
         for unit in args.units:
-            env = {**__import__("os").environ, "KOQUALITY_CACHE": cache}
+            env = {**os.environ, "KOQUALITY_CACHE": cache}
             out = subprocess.run([sys.executable, __file__, "--child", unit, "--rows", str(args.rows),
                                   "--plant", str(args.plant)], check=True, capture_output=True, text=True, env=env)
             r = json.loads(out.stdout.strip().splitlines()[-1])

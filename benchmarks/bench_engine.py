@@ -41,9 +41,10 @@ def main() -> None:
     parser.add_argument("--shard-rows", default="8192", help="comma-separated: one Ray run per shard size")
     parser.add_argument("--actors", type=int, default=None)
     parser.add_argument("--driver-rows", type=int, default=0)
+    parser.add_argument("--fit-rows", type=int, default=0, help="--driver-rows: fit each group on this many rows (cluster.fit_rows)")
     args = parser.parse_args()
     if args.driver_rows:
-        return driver_stages(args.driver_rows)
+        return driver_stages(args.driver_rows, fit_rows=args.fit_rows or None)
     shard_sizes = [int(s) for s in args.shard_rows.split(",")]
     from koquality.engines.ray import connect
     from koquality.pipeline import map_table
@@ -83,11 +84,11 @@ def main() -> None:
           f"local engine {args.rows / local / (len(sample) / loop):.1f}×")
 
 
-def driver_stages(n: int, dims: int = 256, len_groups: int = 5, k: int = 100) -> None:
+def driver_stages(n: int, dims: int = 256, len_groups: int = 5, k: int = 100, fit_rows: int | None = None) -> None:
     """The stages the driver runs at `n` rows: k-means fit per length group, the assignment, sampling."""
     import numpy as np
 
-    from koquality.clustering import assign, assign_len_groups, fit_centroids
+    from koquality.clustering import assign, assign_len_groups, fit_centroids, fit_sample_rows
     from koquality.sampling import sample
     from koquality.threads import one_thread
 
@@ -99,18 +100,23 @@ def driver_stages(n: int, dims: int = 256, len_groups: int = 5, k: int = 100) ->
         vectors[start:start + m] = centres[rng.integers(0, len(centres), m)] + 0.5 * rng.normal(size=(m, dims)).astype(np.float32)
     lengths = rng.lognormal(3.5, 0.9, n).astype(np.int64) + 1
     groups, _ = assign_len_groups(lengths, len_groups)
-    print(f"driver stages at {n:,} rows × {dims} dims, L={len_groups}, K={k}; vectors {vectors.nbytes / 1e9:.2f} GB")
+    print(f"driver stages at {n:,} rows × {dims} dims, L={len_groups}, K={k}; vectors {vectors.nbytes / 1e9:.2f} GB; "
+          f"fit on {f'{fit_rows:,} sampled rows' if fit_rows else 'whole groups'} per group")
     fit = assign_time = 0.0
+    assign_inertia = 0.0
     labels = np.empty(n, np.int32)
     for g in range(len_groups):
         rows = np.flatnonzero(groups == g)
         x = vectors[rows]
         start = time.perf_counter()
+        fit_on = x if not fit_rows or len(rows) <= fit_rows else x[fit_sample_rows(len(rows), k, g, 10, fit_rows)]
         with one_thread():
-            centroids = fit_centroids(x, k, seed=g)
+            centroids = fit_centroids(fit_on, k, seed=g)
         fit += time.perf_counter() - start
         start = time.perf_counter()
-        labels[rows] = assign(x, centroids)[0]
+        found, distances = assign(x, centroids)
+        labels[rows] = found
+        assign_inertia += distances.sum(dtype=np.float64)
         assign_time += time.perf_counter() - start
         print(f"  group {g}: {len(rows):,} rows  fit {fit:6.1f} s so far, assign {assign_time:6.1f} s so far")
     table = pa.table({"ppl": rng.lognormal(3, 1, n), "len_group": pa.array(groups, pa.int32()),
@@ -118,7 +124,8 @@ def driver_stages(n: int, dims: int = 256, len_groups: int = 5, k: int = 100) ->
     start = time.perf_counter()
     chosen = sample(table, "ppl", 0.01, seed=0)
     sampling = time.perf_counter() - start
-    print(f"k-means fit (driver, one thread per group, groups one after another): {fit:.1f} s")
+    print(f"k-means fit (driver, one thread per group, groups one after another): {fit:.1f} s; inertia "
+          f"{float(assign_inertia):.6g}")
     print(f"assignment of every row (one thread; spread over Ray tasks by the Ray engine): {assign_time:.1f} s "
           f"= {n / assign_time:,.0f} rows/s")
     print(f"sampling (ppl, N=0.01): {sampling:.2f} s, {chosen.num_rows:,} rows; driver peak RSS {rss_gb():.2f} GB")

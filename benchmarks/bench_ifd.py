@@ -4,8 +4,10 @@ real Korean instruction rows from ../shared/data.
 The reference scores one row at a time at batch size 1, two forward passes per row (the whole text and the
 answer alone), each `exp(model(ids, labels=ids with the prefix set to -100).loss)`, in fp32; koquality packs
 the whole and alone sequences of all rows into token-budget batches. A small GPT-NeoX (random weights, BPE
-trained on the rows) stands in for a Superfiltering-sized scorer. Prints rows/s of each, the ratio, and the
-largest relative difference between the two on the reference rows (koquality in fp32 there).
+trained on the rows) stands in for a small scorer (Superfiltering's point); `--shape tiny` is the tests' model.
+Prints rows/s and tokens/s of each (the best of `--repeats` alternating runs: a shared machine only ever
+slows a run down), their ratio, and the largest relative difference between the two on the reference rows
+(koquality in fp32 there; on a GPU it is timed in its default bf16).
 
     python benchmarks/bench_ifd.py [--rows 2000] [--reference-rows 200] [--device cpu|cuda] [--shape small|tiny]
 """
@@ -78,6 +80,12 @@ def max_relative_difference(got: np.ndarray, expected: np.ndarray) -> float:
     return float(np.max(np.abs(got[ok] - expected[ok]) / expected[ok]))
 
 
+def token_count(tokenizer, rows: list[dict]) -> int:
+    """Tokens of the whole and the alone text of every row, as scored (truncated at 1,024)."""
+    both = [t for r in rows for t, _ in texts(r)]
+    return sum(len(ids) for ids in tokenizer(both, add_special_tokens=False, truncation=True, max_length=1024).input_ids)
+
+
 def main() -> None:
     import pyarrow as pa
     import torch
@@ -93,7 +101,8 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--shape", choices=list(SHAPES), default="small")
     parser.add_argument("--batch-tokens", type=int, default=None, help="default: koquality's (by device)")
-    parser.add_argument("--repeats", type=int, default=3, help="timings alternate; best and median are printed")
+    parser.add_argument("--repeats", type=int, default=3, help="alternating timings of each; the best is reported "
+                                                                "(a shared machine only ever makes a run slower)")
     args = parser.parse_args()
     torch.set_num_threads(threads())
     shape = dict(SHAPES[args.shape])
@@ -103,8 +112,7 @@ def main() -> None:
     lines = [t for r in rows[:5000] for t in (r["instruction"], r["output"]) if t]
     work = Path(tempfile.mkdtemp(prefix="koquality-bench-ifd-"))
     model_path = build_causal_lm(work / "neox", vocab_size=vocab, lines=lines, **shape)
-    table = pa.Table.from_pylist(rows[:args.rows])
-    reference_rows = rows[:args.reference_rows]
+    table, reference_rows = pa.Table.from_pylist(rows[:args.rows]), rows[:args.reference_rows]
 
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     fp32 = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32).to(args.device).eval()
@@ -112,15 +120,13 @@ def main() -> None:
     exact = IFDScorer(model=str(model_path), device=args.device, dtype="float32", batch_tokens=args.batch_tokens)
     ours = exact if args.device == "cpu" else IFDScorer(model=str(model_path), device=args.device,
                                                        batch_tokens=args.batch_tokens)  # bf16 on GPU
-    expected = reference_ifd(fp32, tokenizer, reference_rows, args.device)
     got = exact.score_rows(pa.Table.from_pylist(reference_rows))
-    rel = max_relative_difference(np.stack([got["ppl_answer"], got["ppl_answer_alone"], got["ifd"]], axis=1), expected)
     ours.score_rows(table.slice(0, 64))  # warm-up
 
     reference_s, ours_s = [], []
-    for _ in range(args.repeats):  # alternating, so that a busy machine slows both alike
+    for _ in range(args.repeats):
         with Timer() as reference:
-            reference_ifd(fp32, tokenizer, reference_rows, args.device)
+            expected = reference_ifd(fp32, tokenizer, reference_rows, args.device)
             synchronize(torch)
         with Timer() as fast:
             scores = ours.score_rows(table)
@@ -128,22 +134,22 @@ def main() -> None:
         reference_s.append(reference.seconds)
         ours_s.append(fast.seconds)
 
-    tokens = sum(len(ids) for ids in tokenizer([t for r in rows[:args.rows] for t, _ in texts(r)],
-                                               add_special_tokens=False, truncation=True, max_length=1024).input_ids)
+    rel = max_relative_difference(np.stack([got["ppl_answer"], got["ppl_answer_alone"], got["ifd"]], axis=1), expected)
+    ref_tokens, our_tokens = token_count(tokenizer, reference_rows), token_count(tokenizer, rows[:args.rows])
+    ref_rate, our_rate = len(reference_rows) / min(reference_s), args.rows / min(ours_s)
+    ref_tps, our_tps = ref_tokens / min(reference_s), our_tokens / min(ours_s)
+    seconds = lambda runs: ", ".join(f"{s:.1f}" for s in runs)  # noqa: E731
     where = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"CPU, {torch.get_num_threads()} threads"
-    ref_rate = [len(reference_rows) / s for s in sorted(reference_s)]  # best first
-    our_rate = [args.rows / s for s in sorted(ours_s)]
     print(f"model: GPT-NeoX {params / 1e6:.1f}M parameters ({shape.get('num_hidden_layers', 2)} layers, hidden "
           f"{shape.get('hidden_size', 64)}, vocabulary {vocab}) on {where}")
-    print(f"rows: {args.rows:,} from shared/data ({tokens / args.rows:,.0f} tokens per row, whole + alone); answer "
+    print(f"rows: {args.rows:,} from shared/data, {our_tokens / args.rows:,.0f} tokens per row (whole + alone); answer "
           f"truncated in {int((scores['answer_tokens_cut'] > 0).sum())}, no IFD in {int(np.isnan(scores['ifd']).sum())}")
-    print(f"per-sample loop (fp32, batch 1, 2 passes per row), {len(reference_rows):,} rows: best {ref_rate[0]:,.1f} "
-          f"rows/s, median {np.median(ref_rate):,.1f} ({args.repeats} runs each, alternating)")
-    print(f"koquality ifd ({ours.lm.dtype}, {ours.lm.batch_tokens} tokens/batch), {args.rows:,} rows: best "
-          f"{our_rate[0]:,.1f} rows/s, median {np.median(our_rate):,.1f}")
-    print(f"ratio (rows/s): best {our_rate[0] / ref_rate[0]:.1f}x, median {np.median(our_rate) / np.median(ref_rate):.1f}x; "
-          f"fp32 batched vs per-sample loop max relative difference {rel:.2e} (ppl_answer, ppl_answer_alone, ifd; "
-          f"{len(reference_rows)} rows)")
+    print(f"per-sample loop (fp32, batch 1, 2 passes per row): {len(reference_rows):,} rows ({ref_tokens / len(reference_rows):,.0f} "
+          f"tokens per row) in {seconds(reference_s)} s: best {ref_rate:,.1f} rows/s, {ref_tps:,.0f} tokens/s")
+    print(f"koquality ifd ({ours.lm.dtype}, {ours.lm.batch_tokens} tokens/batch): {args.rows:,} rows in {seconds(ours_s)} s: "
+          f"best {our_rate:,.1f} rows/s, {our_tps:,.0f} tokens/s")
+    print(f"ratio: {our_rate / ref_rate:.1f}x rows/s, {our_tps / ref_tps:.1f}x tokens/s; fp32 batched vs per-sample loop "
+          f"max relative difference {rel:.2e} (ppl_answer, ppl_answer_alone, ifd; {len(reference_rows)} rows)")
 
 
 if __name__ == "__main__":

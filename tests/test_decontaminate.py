@@ -3,7 +3,9 @@ item and n-gram — through punctuation, spacing and full-width variations; 12-m
 across two fields and clean rows are not; the char unit; bad benchmark files; row order."""
 
 import json
+import os
 import random
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -13,7 +15,7 @@ from conftest import SHARED_DATA
 
 from koquality import backends
 from koquality.decontaminate import (BenchmarkIndex, Decontaminator, _P, benchmark_fingerprint, normalise,
-                                     window_hashes)
+                                     normalise_all, window_hashes)
 from koquality.errors import KoqualityError
 from koquality.kiwi import get_kiwi
 
@@ -82,6 +84,15 @@ def test_normalise_deletes_punctuation_and_collapses_whitespace():
     assert normalise("  …「인용」—   끝。 ") == "인용 끝"
     assert normalise("산의 [정기]를 받아 ‘사랑’이라는\u200b 말") == "산의 정기를 받아 사랑이라는 말"
     assert normalise("") == ""
+
+
+def test_normalise_all_is_normalise_of_each():
+    rng = random.Random(5)
+    pool = ["가", "ᄀ", "ᅡ", "ᆨ", "ㄱ", "Σ", "Α", "\u0301", "e", "Ｅ", "，", " ", "\n", "\u3000", "_", "ﬁ", "①", "\u200b",
+            "'", "[", "1", "\t", "😀", "\x1e"]
+    texts = ["".join(rng.choice(pool) for _ in range(rng.randrange(8))) for _ in range(3000)] + [None, ""]
+    assert normalise_all(texts) == [normalise(t or "") for t in texts]
+    assert normalise_all(["a\x00b", "ΑΣ"]) == ["ab", "ας"] and normalise_all([]) == []
 
 
 def test_window_hashes_are_the_polynomial_hash():
@@ -227,6 +238,9 @@ def test_index_cache_gives_the_same_index(bench_files):
     assert np.array_equal(loaded.anchors.keys, built.anchors.keys) and loaded.anchor_lengths == built.anchor_lengths
     texts = [f"요약: {window(B, 13)}", "깨끗한 문장"]
     assert loaded.find(texts) == built.find(texts)
+    for path in (Path(os.environ["KOQUALITY_CACHE"]) / "decontaminate").glob("*.npz"):
+        path.write_bytes(b"damaged")
+    assert BenchmarkIndex.build(bench_files).find(texts) == built.find(texts)
 
 
 # --- real KoBEST items ---------------------------------------------------------------------------------------
@@ -292,3 +306,12 @@ def test_a_changed_kobest_file_changes_the_key(mini_kobest):
     copa = mini_kobest / "COPA" / "test.tsv"
     copa.write_text(copa.read_text(encoding="utf-8").replace("\t결과\t", "\t원인\t", 1), encoding="utf-8")
     assert backend.cache_key(section) != key
+
+
+def test_kobest_without_a_folder_needs_the_hub(monkeypatch):
+    from koquality import hub
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(hub, "unreachable", lambda: "huggingface.co:443: Network is unreachable")
+    with pytest.raises(KoqualityError, match="skt/kobest_v1: on the Hugging Face hub, which cannot be reached"):
+        Decontaminator(["kobest"])

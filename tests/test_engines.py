@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from typing import get_args
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -40,7 +41,10 @@ def test_recipe_sections_and_cli_options_come_from_the_registry():
     for stage, section in (("score", ScoreConfig), ("embed", EmbedConfig)):
         for backend in backends.registry()[stage].values():
             assert set(backend.settings.model_fields) <= set(section.model_fields), backend.name
-    assert set(backends.names("score")) == {"kiwi", "hf"} and set(backends.names("embed")) == {"tfidf", "hf", "st"}
+    assert set(backends.names("score")) == {"kiwi", "hf", "ifd"} and set(backends.names("embed")) == {"tfidf", "hf", "st"}
+    assert set(backends.names("filter")) == {"decontaminate"}
+    # the recipe's score.scorer chooses among the instruction scorers; IFD and the filter have sections of their own
+    assert set(get_args(ScoreConfig.model_fields["scorer"].annotation)) == {"kiwi", "hf"}
     help_text = koquality("score", "--help").stdout
     for option in ("--add-bos", "--batch-tokens", "--max-length", "--cache", "--keep-cache", "--engine"):
         assert option in help_text
@@ -295,3 +299,22 @@ def test_ray_assigns_kmeans_rows_in_batches_with_the_local_bits(tmp_path):
     assert remote.table.equals(local.table)
     assert remote.info == local.info
     assert remote.centroids.tobytes() == local.centroids.tobytes()
+
+
+def test_actor_sizing_leaves_cpus_for_the_data_and_gpus_only_to_gpu_backends(tmp_path):
+    """Pure sizing rules: no Ray needed. On 2 CPUs two actors at 0.5 CPU (the stall the issue measured at 1
+    CPU each cannot happen); on GPUs one actor per GPU, or two with 0.5 GPU each; a CPU backend (Kiwi, the
+    decontamination filter) never takes a GPU even where its recipe section carries hf's `device: auto`."""
+    from koquality.engines import MapStage
+    from koquality.engines.ray import actor_resources, stage_device
+    from koquality.recipe import EngineConfig
+
+    assert actor_resources(EngineConfig(name="ray"), "cpu", {"CPU": 2.0}) == (2, 0.5, 0.0)
+    assert actor_resources(EngineConfig(name="ray"), "auto", {"CPU": 16.0, "GPU": 2.0}) == (2, 1.0, 1.0)
+    assert actor_resources(EngineConfig(name="ray", gpus_per_actor=0.5), "auto", {"CPU": 16.0, "GPU": 2.0}) == (4, 1.0, 0.5)
+    assert actor_resources(EngineConfig(name="ray"), "cpu", {"CPU": 16.0, "GPU": 2.0})[2] == 0.0
+    section = ScoreConfig().model_dump()
+    assert section["device"] == "auto"
+    kiwi = MapStage(backends.backend("score", "kiwi"), section, "instruction", cache=None)
+    hf = MapStage(backends.backend("score", "hf"), section, "instruction", cache=None)
+    assert (stage_device(kiwi), stage_device(hf)) == ("cpu", "auto")

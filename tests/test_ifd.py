@@ -139,6 +139,13 @@ def test_a_token_straddling_the_boundary_belongs_to_the_answer(tokenizer, scorer
     assert got["n_answer_tokens"][0] == len(offsets) - first
 
 
+def test_the_first_token_is_never_scored(scorer):
+    """Token 0 has no prediction: an answer starting there is scored from token 1, a one-token answer not at all."""
+    ids = scorer.lm.tokenizer("서울의 인구는 약 천만 명입니다.", add_special_tokens=False).input_ids
+    from_0, from_1, alone = scorer.answer_nll([ids, ids, ids[:1]], [0, 1, 0])
+    assert from_0 == from_1 and math.isnan(alone)
+
+
 def test_values_depend_neither_on_batching_nor_on_row_order(lm_path, rows, scorer):
     table = pa.Table.from_pylist(rows)
     base = scorer.score_rows(table)

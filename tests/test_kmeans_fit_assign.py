@@ -163,3 +163,30 @@ def test_torch_backend_fits_then_assigns():
     faiss_labels, faiss_distances = assign(x, result.centroids)
     assert (faiss_labels != result.labels).sum() <= 3  # torch's own assignment: other rounding, same clusters
     assert result.inertia == pytest.approx(float(faiss_distances.sum(dtype=np.float64)), rel=1e-5)
+
+
+def test_fit_rows_fits_on_a_seeded_sample_and_assigns_every_row():
+    """cluster.fit_rows: a group larger than it is fitted on a seeded sample of that many rows, then every row
+    is assigned to its nearest centroid; the same as fitting on those rows by hand. Smaller groups are untouched."""
+    import pyarrow as pa
+
+    from koquality.clustering import assign, cluster, fit_centroids, fit_sample_rows
+
+    rng = np.random.default_rng(11)
+    centres = rng.normal(size=(8, 12)).astype(np.float32)
+    x = (centres[rng.integers(0, 8, 6000)] + 0.2 * rng.normal(size=(6000, 12))).astype(np.float32)
+    table = pa.table({"len": np.r_[np.ones(1000, int), np.full(5000, 50)]})  # group 0: 1,000 rows, group 1: 5,000
+    whole = cluster(table, x, 2, 8, seed=3, n_init=2)
+    sampled = cluster(table, x, 2, 8, seed=3, n_init=2, fit_rows=2000)
+    groups = sampled.table.column("len_group").to_numpy()
+    small, big = np.flatnonzero(groups == 0), np.flatnonzero(groups == 1)
+    assert (len(small), len(big)) == (1000, 5000)
+    rows = big[fit_sample_rows(len(big), 8, 3 + 1, 2, 2000)]  # group g is fitted with seed + g
+    assert len(rows) == 2000
+    centroids = fit_centroids(x[rows], 8, seed=3 + 1, n_init=2)
+    labels, distances = assign(x[big], centroids)
+    assert np.array_equal(sampled.table.column("cluster").to_numpy()[big], labels)
+    assert sampled.info["groups"][1]["inertia"] == float(distances.sum(dtype=np.float64))
+    assert np.array_equal(sampled.table.column("cluster").to_numpy()[small], whole.table.column("cluster").to_numpy()[small])
+    # on well-separated data the sampled fit finds as good a partition (inertia within 1 %)
+    assert sampled.info["groups"][1]["inertia"] <= 1.01 * whole.info["groups"][1]["inertia"]

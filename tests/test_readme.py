@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import INSTRUCTIONS, REPO
+from conftest import INSTRUCTIONS, REPO, SHARED_DATA
 
 README = (REPO / "README.md").read_text(encoding="utf-8")
 NEEDS = {  # a command containing one of these cannot run on this machine or in CI
@@ -21,6 +21,7 @@ NEEDS = {  # a command containing one of these cannot run on this machine or in 
     "--recipe paper": "the hub's datasets", "--device cuda": "a GPU", "models/": "a trained model",
     "--address": "a running Ray cluster",
 }
+KOBEST = SHARED_DATA / "kobest"
 SHARED_FILES = ("koalpaca_v1.0_partial.json", "chatbotdata.csv", "kor_mwp_train.jsonl", "skku_every.jsonl")
 
 
@@ -58,6 +59,8 @@ def folder(tmp_path_factory):
     for name in SHARED_FILES:
         if (INSTRUCTIONS / name).exists():
             (root / name).symlink_to(INSTRUCTIONS / name)
+    if KOBEST.exists():
+        (root / "data" / "kobest").symlink_to(KOBEST)
     run([f"koquality run --no-report"], root)  # `make demo`: runs/demo, which later commands read
     return root
 
@@ -79,6 +82,8 @@ def test_offline_commands_run_as_written(folder):
     lines = [c for c in commands() if offline(c)]
     if not all((folder / name).exists() for name in SHARED_FILES):
         lines = [c for c in lines if not any(name in c for name in SHARED_FILES)]
+    if not KOBEST.exists():
+        lines = [c for c in lines if "data/kobest" not in c]
     run(lines, folder)
     assert (folder / "runs" / "mine" / "manifest.json").exists()
 

@@ -105,7 +105,7 @@ def test_dedup_and_diverse_in_a_run_and_a_sweep(tmp_path):
     dropped = read_table(tmp_path / "run" / "dropped.parquet").to_pylist()
     details = {r["id"]: r["detail"] for r in dropped if r["reason"] == "semantic_duplicate"}
     for rid, kept in zip(duplicates.column("id").to_pylist(), duplicates.column("kept_id").to_pylist()):
-        assert f"to row {kept}, kept (lowest_ppl)" in details[rid]
+        assert f"to kept row {kept} (keep: lowest_ppl; length group" in details[rid]
     selected = set(result.selection.column("id").to_pylist())
     assert not selected & set(details)  # a duplicate is never selected
     counts = {b["threshold"]: b["removed"] for b in m["dedup"]["by_threshold"]}
@@ -180,3 +180,47 @@ def test_recipes_that_need_ifd_without_it_are_refused(tmp_path):
     assert proc.returncode == 2 and "ifd" in proc.stderr
     proc = koquality("run", "--dedup", "1.5", "--output", tmp_path / "x", check=False)
     assert proc.returncode == 2 and "threshold" in proc.stderr
+
+
+def test_dedup_command_keeps_one_of_each_near_duplicate_group(tmp_path):
+    import pyarrow as pa
+
+    from koquality.tables import save_vectors, write_table
+
+    rng = np.random.default_rng(0)
+    base = rng.normal(size=(50, 16)).astype(np.float32)
+    vectors = np.concatenate([base, base[:10] + 1e-3 * rng.normal(size=(10, 16)).astype(np.float32)])  # 10 near-copies
+    ppl = np.r_[np.full(50, 10.0), np.full(10, 5.0)]  # the copies have the lower ppl: they are kept
+    table = pa.table({"id": [f"r{i}" for i in range(60)], "instruction": [f"문장 {i}" for i in range(60)],
+                      "len_group": pa.array([0] * 60, pa.int32()), "cluster": pa.array([i % 10 for i in range(50)] + list(range(10)), pa.int32()),
+                      "ppl": ppl})
+    write_table(table, tmp_path / "clustered.parquet")
+    save_vectors(vectors, tmp_path / "v.npy")
+    out = koquality("dedup", tmp_path / "clustered.parquet", "--vectors", tmp_path / "v.npy", "--threshold", "0.99",
+                    "--output", tmp_path / "kept.parquet").stdout
+    assert "duplicates (cosine > 0.99)" in out
+    kept = read_table(tmp_path / "kept.parquet").column("id").to_pylist()
+    gone = read_table(tmp_path / "kept.dropped.parquet")
+    assert sorted(gone.column("id").to_pylist()) == sorted(f"r{i}" for i in range(10))
+    assert set(kept) == {f"r{i}" for i in range(10, 60)}
+    detail = dict(zip(gone.column("id").to_pylist(), gone.column("detail").to_pylist()))
+    assert detail["r3"].startswith("cosine ") and "to kept row r53 (keep: lowest_ppl" in detail["r3"]
+    assert gone.column("reason").to_pylist() == ["semantic_duplicate"] * 10
+
+
+def test_ifd_command_resumes_after_sigkill(tmp_path):
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    from tiny_models import build_causal_lm
+
+    model = build_causal_lm(tmp_path / "lm")
+    koquality("ingest", "koquality:demo/alpaca.json", "koquality:demo/qa.csv", "--output", tmp_path / "demo.jsonl")
+    options = ["--scorer", "ifd", "--model", model, "--device", "cpu", "--max-length", "128", "--shard-rows", "10"]
+    koquality("score", tmp_path / "demo.jsonl", "--output", tmp_path / "whole.parquet", *options)
+    cache = tmp_path / "cache"
+    kill_once_sealed(["score", tmp_path / "demo.jsonl", "--output", tmp_path / "killed.parquet", "--cache", cache, *options],
+                     cache)
+    out = koquality("score", tmp_path / "demo.jsonl", "--output", tmp_path / "killed.parquet", "--cache", cache, *options).stdout
+    from_cache = int(next(line for line in out.splitlines() if "from cache" in line).split("│")[2].replace(",", ""))
+    assert from_cache >= 30
+    assert read_table(tmp_path / "whole.parquet").equals(read_table(tmp_path / "killed.parquet"))

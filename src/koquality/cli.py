@@ -483,6 +483,38 @@ def decontaminate(input: Path = typer.Argument(..., help="rows with instruction,
 
 
 @app.command()
+def dedup(input: Path = typer.Argument(..., help="clustered rows (koquality cluster's output: id, len_group, cluster, ppl)"),
+          vectors: Path = typer.Option(..., help="the rows' vectors (.npy, row i ↔ row i of INPUT)"),
+          output: Path = typer.Option(..., help="the rows that are no near-duplicate of a kept row of their cell"),
+          threshold: float = typer.Option(0.95, help="cosine similarity above which a row duplicates a kept one"),
+          keep: str = typer.Option("lowest_ppl", help="which row of a near-duplicate group stays: lowest_ppl, highest_ifd or first"),
+          dropped: Optional[Path] = typer.Option(None, help="where duplicates go (default: <output>.dropped.parquet)")):
+    """Drop semantic near-duplicates inside each (length group, cluster) cell (reason: semantic_duplicate)."""
+    import numpy as np
+    import pyarrow as pa
+
+    from .dedup import REASON, semantic_duplicates
+    from .drops import Ledger
+    from .tables import VectorFile, read_table, table_format, write_table
+
+    table_format(output)
+    dropped = dropped or output.with_name(f"{output.stem}.dropped.parquet")
+    if dropped.resolve() == output.resolve():
+        raise KoqualityError(f"--dropped {dropped}: the same file as --output; give the dropped rows a file of their own")
+    table = read_table(input)
+    found = semantic_duplicates(table, VectorFile(vectors), threshold, keep)
+    drops = Ledger(table.num_rows)
+    drops.drop(table.filter(pa.array(~found.keep_mask)), REASON, found.details())  # both in table order
+    kept = table.take(pa.array(np.flatnonzero(found.keep_mask)))
+    counts = drops.rows(kept.num_rows)
+    write_table(kept, output)
+    drops.write(dropped)
+    rows = [("rows", counts["read"]), (f"duplicates (cosine > {threshold:g})", counts["dropped"]), ("kept", counts["corpus"])]
+    rows += [(f"  at {b['threshold']:g} it would be", b["removed"]) for b in found.by_threshold if b["threshold"] != threshold][::4]
+    _summary(f"dedup → {output}", rows + [("dropped rows", str(dropped))])
+
+
+@app.command()
 def export(input: Path, output: Path = typer.Option(...),
            format: Optional[str] = typer.Option(None, help="jsonl, parquet, csv, hf or text (default: from the extension)"),
            template: str = typer.Option("paper", help="paper (### 질문: …### 답변: …) or chat"),

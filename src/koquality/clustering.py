@@ -367,7 +367,7 @@ Assigner = Callable[[list[tuple[int, np.ndarray, np.ndarray]]], list[tuple[np.nd
 
 def cluster(table: pa.Table, vectors, len_groups: int, k: int, seed: int = 0, n_init: int = 10,
             niter: int = 25, device: str = "cpu", reproduce: str | None = None,
-            assigner: Assigner | None = None) -> ClusterResult:
+            assigner: Assigner | None = None, fit_rows: int | None = None) -> ClusterResult:
     """Add `len_group` and `cluster` (numbered within its length group) to `table`.
 
     `vectors`: an array, or a `tables.VectorFile` read one length group at a time (bounded memory). Group g's
@@ -378,7 +378,12 @@ def cluster(table: pa.Table, vectors, len_groups: int, k: int, seed: int = 0, n_
 
     `assigner` (the Ray engine's, engines/ray.py): the groups' centroids are fitted here and every row is
     assigned by it, in batches in other processes, with the bits of `assign` over the group (faiss on CPU
-    only; the original's k-means and the torch backend assign here)."""
+    only; the original's k-means and the torch backend assign here).
+
+    `fit_rows`: a group larger than this is fitted on a seeded sample of that many rows (`fit_sample_rows`), then
+    every row assigned: the fit's cost and the driver's memory stop growing with the corpus (2M rows × 256
+    dims, K=100: the fit took 116 s on whole groups; see benchmarks/RESULTS.md). None (the default): whole
+    groups, as before."""
     check_reproduce(reproduce)
     require_columns(table, ["len", "ppl"] if reproduce else ["len"], "cluster")
     if reproduce and table.column("ppl").null_count:
@@ -402,20 +407,30 @@ def cluster(table: pa.Table, vectors, len_groups: int, k: int, seed: int = 0, n_
     centroids: list[np.ndarray] = []
     centroid_rows = 0
 
+    def read(rows: np.ndarray, g: int) -> np.ndarray:
+        found = vectors.rows(rows) if hasattr(vectors, "rows") else vectors[rows]  # VectorFile or array
+        check_finite(found, f"cluster: length group {g}")
+        return found
+
     def fit(g: int) -> KMeansResult | None:
         # the original's rows: the group's rows in its (len, rounded ppl) order, labels assigned back by position
         rows = members[g]
         if not len(rows):
             return None
-        group_vectors = vectors.rows(rows) if hasattr(vectors, "rows") else vectors[rows]  # VectorFile or array
-        check_finite(group_vectors, f"cluster: length group {g}")
+        k_used = min(k, len(rows))
         if reproduce:
-            return kmeans_original(group_vectors, min(k, len(rows)), random_state=seed, n_init=n_init)
+            return kmeans_original(read(rows, g), k_used, random_state=seed, n_init=n_init)
+        sampled = fit_rows is not None and len(rows) > fit_rows
+        if not (remote or sampled):
+            return kmeans(read(rows, g), k_used, seed=seed + g, n_init=n_init, niter=niter, device=device)
+        # centroids from the seeded sample only (fit_rows), or the whole group when the assigner labels it
+        fit_on = rows[fit_sample_rows(len(rows), k_used, seed + g, n_init, fit_rows)] if sampled else rows
+        centroids = fit_centroids(np.ascontiguousarray(read(fit_on, g), dtype=np.float32), k_used, seed=seed + g,
+                                  n_init=n_init, niter=niter, device=device)
         if remote:  # labels and inertia come from the assigner, after every group is fitted
-            x = np.ascontiguousarray(group_vectors, dtype=np.float32)
-            return KMeansResult(np.empty(0, np.int64), fit_centroids(x, min(k, len(rows)), seed=seed + g, n_init=n_init,
-                                                                      niter=niter, device=device), math.nan)
-        return kmeans(group_vectors, min(k, len(rows)), seed=seed + g, n_init=n_init, niter=niter, device=device)
+            return KMeansResult(np.empty(0, np.int64), centroids, math.nan)
+        labels, distances = _kmeans_backend(device, "auto")[1](np.ascontiguousarray(read(rows, g), dtype=np.float32), centroids)
+        return KMeansResult(labels, centroids, float(distances.sum(dtype=np.float64)))
 
     remote = assigner is not None and not reproduce and _kmeans_backend(device, "auto")[1] is assign
 

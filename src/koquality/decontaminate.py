@@ -42,7 +42,7 @@ the price is that words joined by punctuation alone (`사과,배`) merge, which 
 - `unit: char` (default n = 20): characters of the normalised text with the spaces removed too, so spacing
   (띄어쓰기) cannot hide a copy. Why 20 and not the 50 characters GPT-4's report used for English: a Korean
   syllable carries about what an English word does. On all of KoBEST the median 13-morpheme span is 19
-  characters (none is under 10), and 50 characters would never see an item of COPA, SentiNeg or WiC (0-0.7%
+  characters (the shortest 9), and 50 characters would never see an item of COPA, SentiNeg or WiC (0-0.7%
   of their texts are that long) nor 99.5% of HellaSwag's endings; 20 characters sees about the same texts as
   13 morphemes. On the shared instruction data 3 of 62,168 texts share 20 characters with KoBEST, 12 share 16.
 
@@ -60,9 +60,13 @@ How it stays fast and bounded:
   first `min(ANCHOR_CHARS, len)` characters of some surface; a text that shares a morpheme n-gram by copying
   it (up to case, spacing, punctuation and NFKC) contains its surface and so its anchor. This finds the same
   rows as analysing every text, except a text that shares n morphemes without sharing their spelling (했 and
-  하였 are both 하 + 었) and shares no anchor elsewhere. On the 400K-row benchmark Kiwi then reads well under
-  1% of the characters (benchmarks/RESULTS.md); analysing everything would cost ~5 minutes on two cores.
-Kiwi's analysis of a text does not depend on the batch it comes in, so neither does any row's result.
+  하였 are both 하 + 었) and shares no anchor elsewhere. Of the shared instruction data's 62,168 texts, 129
+  (1.3% of the characters) hold an anchor of KoBEST; analysing every text whole would cost ~5 minutes per
+  400K rows on two cores (56M characters at ~180K/s), against ~10 s for the whole pass
+  (benchmarks/bench_decontaminate.py).
+- The index is cached in koquality's cache folder, keyed by the benchmark files' contents (`BenchmarkIndex.build`).
+A word's analysis does not depend on its neighbours, its text or the batch, so no row's result depends on
+the others or on their order.
 """
 
 from __future__ import annotations
@@ -72,9 +76,10 @@ import hashlib
 import json
 import re
 import unicodedata
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Literal, Sequence
+from typing import Any, Iterator, Literal, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -89,18 +94,33 @@ DEFAULT_N = {"morpheme": 13, "char": 20}
 FIELDS = ("instruction", "input", "output")
 FILE_SUFFIXES = (".jsonl", ".tsv", ".txt")
 KOBEST_HUB = "skt/kobest_v1"
-# Anchor length, characters: 16 keeps Kiwi on < 1% of a real corpus's characters; every shorter 13-morpheme
-# surface of KoBEST (7% of them, none under 10 characters) is its own whole anchor.
-ANCHOR_CHARS = 16
-NORMALISATION = "nfkc-lower-alnum-1"  # names the rule above; part of config()
+# Anchor length, characters: with 12, Kiwi reads the texts holding 1.3% of the shared instruction data's
+# characters; the 66 (of 652K) 13-morpheme surfaces of KoBEST that are shorter (9-11 characters) are their own
+# anchors. 10 sent 3x more words to Kiwi, 16 and 20 gave no gain: more anchor lengths to hash.
+ANCHOR_CHARS = 12
+NORMALISATION = "nfkc-lower-delete-nonalnum-1"  # names the rule above; part of config() and the keys
 
 _DELETED = re.compile(r"[^\w\s]|_")  # neither a letter or number (str.isalnum) nor whitespace
 _P = np.uint64(0x9E3779B97F4A7C15)  # odd multiplier of the polynomial hash (mod 2**64)
+_DELETED_BUT_NUL = re.compile(r"[^\w\s\x00]|_")
+_WHITESPACE = re.compile(r"\s+")
 
 
 def normalise(text: str) -> str:
     """NFKC, lowercase, punctuation and symbols deleted, whitespace runs as one space, stripped."""
     return " ".join(_DELETED.sub("", unicodedata.normalize("NFKC", text).lower()).split())
+
+
+def normalise_all(texts: Sequence[str | None]) -> list[str]:
+    """`normalise` of each text (None: ""), in three passes over the texts joined by NUL instead of one Python
+    call per text. NUL is a starter that composes with nothing (NFKC cannot cross it), not whitespace, and
+    lowercase's one contextual rule (final sigma) stops at it, so each piece comes out as `normalise` makes it."""
+    texts = [t if isinstance(t, str) else "" for t in texts]
+    joined = "\x00".join(texts)
+    if joined.count("\x00") != len(texts) - 1:  # a text holds NUL itself
+        return [normalise(t) for t in texts]
+    joined = _WHITESPACE.sub(" ", _DELETED_BUT_NUL.sub("", unicodedata.normalize("NFKC", joined).lower()))
+    return [piece.strip() for piece in joined.split("\x00")] if texts else []
 
 
 # --- hashing -------------------------------------------------------------------------------------------------
@@ -127,7 +147,7 @@ def morpheme_value(form: str) -> int:
     return int.from_bytes(hashlib.blake2b(form.encode("utf-8"), digest_size=8).digest(), "little")
 
 
-MAX_CACHED_WORDS = 1 << 19  # ~100 MB of analyses; the cache starts over when full
+MAX_CACHED_WORDS = 1 << 19  # ~150 MB of analyses at most; the cache starts over when full
 
 
 class Morphemes:
@@ -166,8 +186,7 @@ class Morphemes:
 
 
 def _powers(size: int) -> np.uint64:
-    with np.errstate(over="ignore"):
-        return np.uint64(pow(int(_P), size, 1 << 64))
+    return np.uint64(pow(int(_P), size, 1 << 64))
 
 
 def window_hashes(values: np.ndarray, n: int) -> np.ndarray:
@@ -340,10 +359,12 @@ class _Batch:
 
     def __init__(self, texts: Sequence[str]):
         self.normal = texts
-        self.compact = [t.replace(" ", "") for t in texts]
+        points = np.frombuffer("\x00".join(texts).replace(" ", "").encode("utf-32-le"), np.uint32)
+        separator = points == 0  # a normalised text holds no NUL
         self.char_offsets = np.zeros(len(texts) + 1, np.int64)
-        np.cumsum([len(t) for t in self.compact], out=self.char_offsets[1:])
-        self.chars = char_values("".join(self.compact))
+        if texts:
+            self.char_offsets[1:] = np.append(np.flatnonzero(separator), len(points)) - np.arange(len(texts))
+        self.chars = _char_table()[points[~separator]]
 
     def char_span(self, text: int, start: int, n: int) -> str:
         """The normalised text (spaces kept) covering compact characters start..start+n of `text`."""
@@ -370,8 +391,9 @@ class BenchmarkIndex:
     def build(cls, benchmarks: Sequence[str] = ("kobest",), kobest_dir: str | None = None, n: int | None = None,
               unit: str = "morpheme", anchor_chars: int = ANCHOR_CHARS, cache: bool = True) -> "BenchmarkIndex":
         """The index of `benchmarks`; with `cache`, kept in koquality's cache folder (`evaluate.cache_dir`) under
-        a key of the files' contents, n, unit and Kiwi's version, so the next run loads it (a second) instead
-        of analysing every benchmark text again (KoBEST: 1.85M characters, 10-60 s of Kiwi on two cores)."""
+        a key of the files' contents, n, unit and Kiwi's version, so the next run loads it (0.1 s for KoBEST)
+        instead of analysing the benchmark's words again (13 s on two cores). A damaged cache file is rebuilt;
+        an unwritable cache folder only costs the next run the build."""
         if unit not in UNITS:
             raise KoqualityError(f"decontaminate.unit {unit}: expected one of {', '.join(UNITS)}")
         n = DEFAULT_N[unit] if n is None else n
@@ -382,11 +404,14 @@ class BenchmarkIndex:
         if path is not None and path.is_file():
             try:
                 return cls._load(path)
-            except (OSError, ValueError, KeyError, EOFError):  # damaged: build it again
+            except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):  # damaged: build it again
                 pass
         index = cls._build(benchmarks, kobest_dir, n, unit, anchor_chars)
         if path is not None:
-            index._save(path)
+            try:
+                index._save(path)
+            except OSError:
+                pass
         return index
 
     @classmethod
@@ -462,7 +487,7 @@ class BenchmarkIndex:
 
     def find(self, texts: Sequence[str | None]) -> list[Hit | None]:
         """The first shared n-gram of each text (raw: normalised here), or None."""
-        normal = [normalise(t) if isinstance(t, str) else "" for t in texts]
+        normal = normalise_all(texts)
         batch = _Batch(normal)
         found: list[Hit | None] = [None] * len(texts)
         if self.unit == "char":
@@ -514,7 +539,7 @@ class BenchmarkIndex:
             yield t, start - int(offsets[t]), position
 
 
-INDEX_FORMAT = "decontaminate-index-1"
+INDEX_FORMAT = "decontaminate-index-1-word-by-word"
 
 
 def _cache_path(benchmarks: list[str], kobest_dir: str | None, n: int, unit: str, anchor_chars: int) -> Path | None:
@@ -615,4 +640,4 @@ BACKENDS = (Backend("filter", "decontaminate", "koquality.decontaminate:Decontam
                     writes=("contaminated_by",), reads=FIELDS,
                     help="flag rows sharing an n-gram (13 Kiwi morphemes, or 20 characters) with a benchmark item",
                     library="kiwipiepy", modules=("kiwipiepy",), resolve=benchmark_fingerprint,
-                    key_parts=lambda: ("decontaminate-1", kiwi_settings())),)
+                    key_parts=lambda: (INDEX_FORMAT, ANCHOR_CHARS, kiwi_settings())),)

@@ -81,9 +81,9 @@ class DedupResult:
 
     def details(self) -> list[str]:
         """One line per dropped row, for the ledger (`dropped.parquet`'s `detail`)."""
-        return [f"cosine {s:.4f} > {self.threshold:g} to kept row {k}"
-                for s, k in zip(self.duplicates.column("similarity").to_pylist(),
-                                self.duplicates.column("kept_id").to_pylist())]
+        d = self.duplicates
+        return [f"cosine {s:.4f} > {self.threshold:g} to kept row {k} (keep: {self.keep}; length group {g}, cluster {c})"
+                for s, k, g, c in zip(*(d.column(name).to_pylist() for name in ("similarity", "kept_id", "len_group", "cluster")))]
 
     def summary(self) -> dict[str, Any]:
         """The manifest's and the report's entry."""

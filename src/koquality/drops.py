@@ -25,7 +25,7 @@ TEXTS = ("instruction", "input", "output")
 
 
 def dropped_rows(rows: pa.Table, reason: str, details: str | Sequence[str | None]) -> pa.Table:
-    """`rows` (corpus rows: id, source and the texts it has) as ledger rows with `reason` and one detail per
+    """`rows` (corpus rows: id, and the source and texts it has) as ledger rows with `reason` and one detail per
     row (or one for all). Texts are kept so that a user can read what was dropped without the sources."""
     n = rows.num_rows
     if isinstance(details, str):
@@ -33,7 +33,8 @@ def dropped_rows(rows: pa.Table, reason: str, details: str | Sequence[str | None
     if len(details) != n:
         raise ValueError(f"{len(details)} details for {n} rows dropped as {reason!r}")
     columns = {
-        "id": rows.column("id"), "source": rows.column("source"),
+        "id": rows.column("id"),
+        "source": rows.column("source") if "source" in rows.column_names else pa.nulls(n, pa.string()),
         "file": pa.nulls(n, pa.string()), "location": pa.nulls(n, pa.string()),
         "reason": pa.array([reason] * n, pa.string()), "detail": pa.array(details, pa.string()),
     }

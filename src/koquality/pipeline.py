@@ -41,7 +41,7 @@ import pyarrow.parquet as pq
 from . import __version__, backends, cache, hub, progress
 from .cache import ShardCache, fingerprint, library_version, remove_if_empty, versions
 from .clustering import cluster
-from .dedup import semantic_duplicates
+from .dedup import DedupResult, semantic_duplicates
 from .engines import MapStage, fill
 from .embedding import embed
 from .evaluate import evaluate, load_results, markdown_table
@@ -288,8 +288,6 @@ def decontaminate_command(input: Path, output: Path, dropped: Path | None, setti
     gone = with_optional_input(table, ["input"]).filter(hit)
     if "id" not in gone.column_names:
         gone = gone.append_column("id", ids.filter(hit))
-    if "source" not in gone.column_names:
-        gone = gone.append_column("source", pa.array([input.name] * gone.num_rows, pa.string()))
     drops = Ledger(table.num_rows)
     drops.drop(gone, "contaminated", found.filter(hit).to_pylist())
     kept = table.filter(pc.invert(hit))
@@ -417,7 +415,7 @@ def cluster_into(run_dir: Path, prepared: Prepared, recipe: Recipe, len_groups: 
 
         assigner = ray_assigner(prepared.vectors, recipe.engine)
     clustered = cluster(prepared.corpus, prepared.vectors, len_groups, k, seed=recipe.seed, n_init=c.n_init,
-                        niter=c.niter, device=c.device, reproduce=recipe.reproduce, assigner=assigner)
+                        niter=c.niter, device=c.device, reproduce=recipe.reproduce, assigner=assigner, fit_rows=c.fit_rows)
     path = run_dir / "clusters" / f"len{len_groups}_k{k}.parquet"
     write_table(clustered.table.select(["id", "len_group", "cluster"]), path)
     write_json(clustered.info, path.with_suffix(".json"))
@@ -433,8 +431,18 @@ class Cells:
 
     table: pa.Table
     vectors: Any  # row i ↔ table row i (VectorFile or VectorRows)
-    duplicates: pa.Table  # id, kept_id, similarity, len_group, cluster (empty without dedup)
-    dedup: dict[str, Any] | None  # what dedup did and what other thresholds would have done
+    found: DedupResult | None  # None without dedup
+
+    @property
+    def removed(self) -> int:
+        return self.found.removed if self.found is not None else 0
+
+    @property
+    def dedup(self) -> dict[str, Any] | None:
+        """What dedup did and what other thresholds would have done: the manifest's and the report's entry."""
+        return self.found.summary() | {"file": self.file} if self.found is not None else None
+
+    file: str = ""
 
 
 def dedup_into(run_dir: Path, prepared: Prepared, recipe: Recipe, clustered, len_groups: int, k: int) -> Cells:
@@ -443,7 +451,7 @@ def dedup_into(run_dir: Path, prepared: Prepared, recipe: Recipe, clustered, len
     path = run_dir / "clusters" / f"len{len_groups}_k{k}.duplicates.parquet"
     if recipe.dedup is None:
         path.unlink(missing_ok=True)  # an earlier run's of this recipe, before --force took dedup out
-        return Cells(clustered.table, prepared.vectors, pa.table({"id": pa.array([], pa.string())}), None)
+        return Cells(clustered.table, prepared.vectors, None)
     d = recipe.dedup
     largest = int(np.unique(clustered.table.column("len_group").to_numpy() * (k + 1)
                             + clustered.table.column("cluster").to_numpy(), return_counts=True)[1].max())
@@ -453,31 +461,25 @@ def dedup_into(run_dir: Path, prepared: Prepared, recipe: Recipe, clustered, len
     found = semantic_duplicates(clustered.table, prepared.vectors, d.threshold, d.keep)
     write_table(found.duplicates, path)
     kept = np.flatnonzero(found.keep_mask)
-    info = {"threshold": d.threshold, "keep": d.keep, "removed": found.duplicates.num_rows,
-            "file": str(path.relative_to(run_dir)), "by_threshold": found.by_threshold, **found.info}
-    log.info("dedup L=%d K=%d: %d semantic duplicates (cosine > %g) removed", len_groups, k, found.duplicates.num_rows,
-             d.threshold)
-    return Cells(clustered.table.take(pa.array(kept)), VectorRows(prepared.vectors, kept), found.duplicates, info)
+    log.info("dedup L=%d K=%d: %d semantic duplicates (cosine > %g) removed", len_groups, k, found.removed, d.threshold)
+    return Cells(clustered.table.take(pa.array(kept)), VectorRows(prepared.vectors, kept), found,
+                 str(path.relative_to(run_dir)))
 
 
 def ifd_values(table: pa.Table) -> np.ndarray | None:
     return table.column("ifd").to_numpy(zero_copy_only=False).astype(np.float64) if "ifd" in table.column_names else None
 
 
-def drop_duplicates(prepared: Prepared, cells: Cells, recipe: Recipe, run_dir: Path) -> None:
+def drop_duplicates(prepared: Prepared, cells: Cells, run_dir: Path) -> None:
     """A run's semantic duplicates into its ledger and dropped.parquet (a sweep's differ per (L, K): they stay
     in each clusters/*.duplicates.parquet and sweep.csv)."""
-    dup = cells.duplicates
-    if not dup.num_rows:
+    if not cells.removed:
         return
+    dup = cells.found.duplicates
     rows = corpus_rows(prepared.corpus_path, dup.column("id"))
-    at = {rid: i for i, rid in enumerate(dup.column("id").to_pylist())}
-    order = [at[rid] for rid in rows.column("id").to_pylist()]
-    kept, sim = dup.column("kept_id").to_pylist(), dup.column("similarity").to_pylist()
-    groups, clusters = dup.column("len_group").to_pylist(), dup.column("cluster").to_pylist()
-    prepared.deduplicated = prepared.drops.drop(rows, "semantic_duplicate", [
-        f"cosine {sim[i]:.4f} to row {kept[i]}, kept ({recipe.dedup.keep}) in length group {groups[i]}, cluster {clusters[i]}"
-        for i in order])
+    details = dict(zip(dup.column("id").to_pylist(), cells.found.details()))
+    prepared.deduplicated = prepared.drops.drop(rows, "semantic_duplicate",
+                                                [details[rid] for rid in rows.column("id").to_pylist()])
     prepared.drops.write(run_dir / "dropped.parquet")
 
 
@@ -548,7 +550,7 @@ def run(recipe: Recipe, run_dir: str | Path, force: bool = False, report: bool =
         c, s = recipe.cluster, recipe.sample
         clustered, cluster_path = stages.run("cluster", cluster_into, run_dir, prepared, recipe, c.len_groups, c.k)
         kept = stages.run("dedup", dedup_into, run_dir, prepared, recipe, clustered, c.len_groups, c.k)
-        drop_duplicates(prepared, kept, recipe, run_dir)
+        drop_duplicates(prepared, kept, run_dir)
         chosen = stages.run("sample", sample, kept.table, s.method, s.ratio, seed=recipe.seed, reproduce=recipe.reproduce,
                             vectors=kept.vectors)
         cells = cell_summary(kept.table.column("len_group").to_numpy(), kept.table.column("cluster").to_numpy(),

@@ -81,6 +81,7 @@ class ClusterConfig(Section):
     n_init: int = Field(10, ge=1)
     niter: int = Field(25, ge=1)
     device: str = "cpu"  # cuda: faiss-gpu when installed, else torch
+    fit_rows: int | None = Field(None, ge=1)  # fit each group's centroids on a seeded sample of this many rows (millions of rows)
 
 
 class DedupConfig(Section):
@@ -227,15 +228,18 @@ class Recipe(Section):
         if needs and self.ifd is None:
             raise ValueError(f"{needs[0]} needs every row's IFD: add an ifd section with the model that scores it "
                              "(ifd: {model: NAME_OR_PATH})")
-        if self.reproduce and (self.dedup is not None or self.sample.method not in PAPER_METHODS):
-            raise ValueError("reproduce: original runs the original code's stages only (no dedup, a paper method)")
+        if self.reproduce and (self.dedup is not None or self.sample.method not in PAPER_METHODS or self.cluster.fit_rows):
+            raise ValueError("reproduce: original runs the original code's stages only (no dedup or cluster.fit_rows, "
+                             "a paper method)")
         return self
 
     def to_yaml(self) -> str:
         # recipes without them read as they always did
-        exclude = {key for key in ("reproduce", "decontaminate", "ifd", "dedup") if getattr(self, key) is None}
+        exclude: dict[str, Any] = {key: True for key in ("reproduce", "decontaminate", "ifd", "dedup") if getattr(self, key) is None}
+        if self.cluster.fit_rows is None:
+            exclude["cluster"] = {"fit_rows"}
         if self.engine == EngineConfig():
-            exclude.add("engine")
+            exclude["engine"] = True
         return yaml.safe_dump(self.model_dump(mode="json", exclude=exclude), allow_unicode=True, sort_keys=False)
 
     def selection_name(self) -> str:

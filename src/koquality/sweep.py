@@ -115,7 +115,7 @@ def sweep(recipe: Recipe, run_dir: str | Path, len_groups: list[int] | None = No
                     cells = cell_summary(groups, clusters, m, n, selection.num_rows, ifd=ifd)
                     rows.append({"len_groups": L, "k": K, "method": m, "ratio": n, **selection_stats(selection, sources),
                                  "effective_ratio": cells["effective_ratio"], "cells_below_1_over_n": cells["cells_below_1_over_n"],
-                                 "semantic_duplicates": kept.duplicates.num_rows, "contaminated": contaminated,
+                                 "semantic_duplicates": kept.removed, "contaminated": contaminated,
                                  "file": str(path.relative_to(run_dir))})
                     rank = preference.index((L, K, m, n)) if (L, K, m, n) in preference else len(preference)
                     if shown is None or rank < shown[0]:

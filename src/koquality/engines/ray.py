@@ -80,6 +80,14 @@ def actor_resources(engine: EngineConfig, backend_device: str, cluster: dict[str
     return actors, cpus_per_actor, gpus_per_actor
 
 
+def stage_device(stage: MapStage) -> str:
+    """Where a stage's backend runs: only one with a device setting (the hf family) asks for GPUs. A recipe
+    section carries every backend's settings, so the kiwi scorer's has hf's `device: auto` too: not its own."""
+    if "device" not in stage.backend.settings.model_fields:
+        return "cpu"
+    return str(stage.settings.get("device") or "auto")
+
+
 class ShardWriter:
     """A Ray actor: one backend loaded, then shard after shard computed and written to the cache."""
 
@@ -95,8 +103,7 @@ class ShardWriter:
 
 def fill_with_ray(stage: MapStage, todo: pa.Table, engine: EngineConfig, advance: Callable[[int], None]) -> None:
     ray = connect(engine)
-    device = str(stage.settings.get("device") or "auto")
-    actors, cpus, gpus = actor_resources(engine, device, ray.cluster_resources())
+    actors, cpus, gpus = actor_resources(engine, stage_device(stage), ray.cluster_resources())
     shards = stage.shards_of(todo)
     dataset = ray.data.from_arrow(shards)
     done = dataset.map_batches(ShardWriter, fn_constructor_kwargs={"stage": stage, "thread_count": max(1, math.floor(cpus))},
