@@ -318,3 +318,17 @@ def test_actor_sizing_leaves_cpus_for_the_data_and_gpus_only_to_gpu_backends(tmp
     kiwi = MapStage(backends.backend("score", "kiwi"), section, "instruction", cache=None)
     hf = MapStage(backends.backend("score", "hf"), section, "instruction", cache=None)
     assert (stage_device(kiwi), stage_device(hf)) == ("cpu", "auto")
+
+
+def test_a_shard_cache_sees_the_columns_other_processes_wrote(tmp_path):
+    """On Ray the driver's cache lists what is missing before any shard exists and the actors write the shards:
+    it must then read their columns (a vector, IFD's), not the empty cache's id column it saw first."""
+    import pyarrow as pa
+
+    from koquality.cache import ShardCache
+
+    driver, actor = ShardCache(tmp_path / "c"), ShardCache(tmp_path / "c")
+    ids = pa.array(["a", "b"])
+    assert driver.missing(ids).to_pylist() == [True, True]
+    actor.write(pa.table({"id": ids, "ifd": [0.5, 1.5]}))
+    assert driver.take(pa.array(["b", "a"])).column("ifd").to_pylist() == [1.5, 0.5]

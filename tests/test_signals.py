@@ -224,3 +224,20 @@ def test_ifd_command_resumes_after_sigkill(tmp_path):
     from_cache = int(next(line for line in out.splitlines() if "from cache" in line).split("│")[2].replace(",", ""))
     assert from_cache >= 30
     assert read_table(tmp_path / "whole.parquet").equals(read_table(tmp_path / "killed.parquet"))
+
+
+@pytest.mark.timeout(600)
+def test_decontaminate_on_ray_finds_what_the_local_engine_finds(planted, tmp_path):
+    """A filter is a map stage like a scorer: Ray actors (one benchmark index each) flag the same rows."""
+    pytest.importorskip("ray", reason="the ray extra is not installed")
+    bench, extra = planted
+    many = tmp_path / "many.jsonl"
+    lines = extra.read_text(encoding="utf-8").splitlines()
+    many.write_text("".join(json.dumps({**json.loads(lines[i % 4]), "output": json.loads(lines[i % 4])["output"] + f" {i}"},
+                                       ensure_ascii=False) + "\n" for i in range(400)), encoding="utf-8")
+    options = ["--against", bench, "--shard-rows", "50"]
+    koquality("decontaminate", many, "--output", tmp_path / "local.jsonl", *options)
+    koquality("decontaminate", many, "--output", tmp_path / "ray.jsonl", "--engine", "ray", *options)
+    assert read_table(tmp_path / "local.jsonl").equals(read_table(tmp_path / "ray.jsonl"))
+    assert read_table(tmp_path / "local.dropped.parquet").equals(read_table(tmp_path / "ray.dropped.parquet"))
+    assert read_table(tmp_path / "ray.dropped.parquet").num_rows == 300

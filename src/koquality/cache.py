@@ -155,7 +155,9 @@ class ShardCache:
     def schema(self) -> pa.Schema:
         if self._schema is None:
             shards = self.shards()
-            self._schema = pq.read_schema(shards[0]) if shards else pa.schema([("id", pa.string())])
+            if not shards:  # nothing computed yet, here or by another process (a Ray actor): not remembered
+                return pa.schema([("id", pa.string())])
+            self._schema = pq.read_schema(shards[0])
         return self._schema
 
     def shards(self) -> list[Path]:
@@ -174,7 +176,7 @@ class ShardCache:
     def write(self, table: pa.Table) -> Path:
         """One new shard of `table` (its ids and output columns), atomically, sealed."""
         self.directory.mkdir(parents=True, exist_ok=True)
-        if self._schema is None or len(self._schema) == 1:
+        if self._schema is None:
             self._schema = table.schema
         table = table.select(self.schema.names).cast(self.schema)
         path = write_shard(self.directory, table.column("id").to_pylist(), self.SUFFIX,

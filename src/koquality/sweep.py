@@ -22,7 +22,8 @@ import pyarrow.compute as pc
 
 from .pipeline import cluster_into, corpus_rows, dedup_into, finish_run, ifd_values, log, selection_rows, started_run
 from .recipe import Recipe
-from .sampling import PAPER_METHODS, cell_summary, sample
+from .errors import KoqualityError
+from .sampling import IFD_METHODS, METHODS, PAPER_METHODS, cell_summary, missing_ifd, sample
 from .tables import atomic_path, write_table
 
 PAPER_GRID = {"len_groups": [1, 5, 10, 20], "k": [1, 10, 20, 50, 100], "method": list(PAPER_METHODS),
@@ -85,6 +86,12 @@ def sweep(recipe: Recipe, run_dir: str | Path, len_groups: list[int] | None = No
     sample settings (else the paper's final L=5, K=100, ppl, N=0.01) pick the selection the report shows."""
     grid = {"len_groups": len_groups or PAPER_GRID["len_groups"], "k": k or PAPER_GRID["k"],
             "method": method or PAPER_GRID["method"], "ratio": ratio or PAPER_GRID["ratio"]}
+    unknown = [m for m in grid["method"] if m not in METHODS]
+    if unknown:
+        raise KoqualityError(f"--method {','.join(unknown)}: expected methods among {', '.join(METHODS)}")
+    if recipe.ifd is None and any(m in IFD_METHODS for m in grid["method"]):
+        raise KoqualityError(missing_ifd(next(m for m in grid["method"] if m in IFD_METHODS)).replace(
+            "an `ifd:` recipe section", "an `ifd:` recipe section (or --ifd-model)"))
     run_dir = Path(run_dir)
     with started_run(recipe, run_dir, force) as (stages, prepared, started):
         sources = sorted(set(prepared.corpus.column("source").to_pylist()))
