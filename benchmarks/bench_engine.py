@@ -1,7 +1,7 @@
 """The local engine against the Ray engine on one machine: the score stage (Kiwi, offline) over real rows.
 
 Rows: the four shared instruction files replicated with edits to --rows (as bench_offline.py). Each engine
-scores the same rows into a fresh shard cache through `pipeline.map_table`, the code path of `koquality run`
+scores the same rows into a fresh shard cache through `stage_commands.map_table`, the code path of `koquality run`
 and `koquality score`. Ray's start-up (`ray.init`) is timed separately, then the stage; the driver's peak RSS
 is printed after each. A plain per-text loop (one Kiwi call per text, the paper's way) over a slice gives the
 reference rate. The point of Ray is more machines, not this one; what this measures is its per-shard
@@ -47,7 +47,7 @@ def main() -> None:
         return driver_stages(args.driver_rows, fit_rows=args.fit_rows or None)
     shard_sizes = [int(s) for s in args.shard_rows.split(",")]
     from koquality.engines.ray import connect
-    from koquality.pipeline import map_table
+    from koquality.stage_commands import map_table
     from koquality.recipe import EngineConfig
     from koquality.scoring import make_scorer
     from koquality.threads import available_cpus

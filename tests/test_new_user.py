@@ -4,7 +4,6 @@ dead ends of the docs and the CLI. Each test failed before the fix."""
 import json
 
 import numpy as np
-import pyarrow.parquet as pq
 import pytest
 import yaml
 

@@ -61,7 +61,7 @@ def folder(tmp_path_factory):
             (root / name).symlink_to(INSTRUCTIONS / name)
     if KOBEST.exists():
         (root / "data" / "kobest").symlink_to(KOBEST)
-    run([f"koquality run --no-report"], root)  # `make demo`: runs/demo, which later commands read
+    run(["koquality run --no-report"], root)  # `make demo`: runs/demo, which later commands read
     return root
 
 

@@ -387,7 +387,7 @@ def _map_stage_command(stage: str, backend_key: str, summary: str):
     ]
 
     def command(**options):
-        from .pipeline import map_stage_command
+        from .stage_commands import map_stage_command
 
         settings = {name: options.pop(name) for name in fields}
         rows = map_stage_command(stage, options.pop(backend_key), settings, **options)
@@ -472,7 +472,7 @@ def decontaminate(input: Path = typer.Argument(..., help="rows with instruction,
                   shard_rows: int = typer.Option(8192, help="results are saved every this many rows, so a killed command resumes"),
                   engine: Optional[str] = ENGINE, address: Optional[str] = ADDRESS, actors: Optional[int] = ACTORS):
     """Drop rows whose instruction, input or output shares a long n-gram with a benchmark item (reason: contaminated)."""
-    from .pipeline import decontaminate_command
+    from .stage_commands import decontaminate_command
     from .recipe import parse_engine
 
     settings = {"benchmarks": list(against), "kobest_dir": str(kobest_dir) if kobest_dir else None, "n": n, "unit": unit}

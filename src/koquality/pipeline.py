@@ -39,24 +39,22 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from . import __version__, backends, cache, hub, progress
-from .cache import ShardCache, fingerprint, library_version, remove_if_empty, versions
+from .cache import ShardCache, fingerprint, library_version, versions
 from .clustering import cluster
 from .dedup import DedupResult, semantic_duplicates
 from .engines import MapStage, fill
-from .embedding import embed
 from .evaluate import evaluate, load_results, markdown_table
-from .errors import KoqualityError, check_range
+from .errors import KoqualityError
 from .export import export
 from .drops import TEXTS, Ledger
 from .ingest import SourceSpec, ingest_to_parquet
-from .recipe import EngineConfig, Recipe, Section, load_recipe, parse_engine
+from .recipe import Recipe, Section, load_recipe
 from .report import write_report
 from .sampling import cell_summary, sample
 from .morphemes import directory as morpheme_directory, tokens_in_order
 from .rundir import claimed, remove_temporaries
 from .train import CONFIG_FILE, train
-from .tables import (VectorFile, VectorRows, VectorWriter, atomic_path, read_table, require_columns, save_vectors, set_column,
-                     table_format, write_json, write_table)
+from .tables import VectorFile, VectorRows, VectorWriter, atomic_path, save_vectors, write_json, write_table
 
 log = logging.getLogger("koquality")
 EXPORT_SUFFIX = {"jsonl": ".jsonl", "parquet": ".parquet", "csv": ".csv", "hf": "", "text": ".txt"}
@@ -195,28 +193,6 @@ def vectors_cached(corpus: pa.Table, recipe: Recipe, run_dir: Path, stages: Stag
     return VectorFile(path), path
 
 
-def text_ids(table: pa.Table, columns: list[str]) -> pa.Array:
-    """Row ids for a table that has none (`koquality score` / `embed` on a user's file): a digest of the texts
-    the stage reads, which is all its output depends on, so equal texts share one cached value."""
-    if "id" in table.column_names:
-        return table.column("id").combine_chunks().cast(pa.string())
-    rows = zip(*(table.column(c).to_pylist() for c in columns))
-    return pa.array([hashlib.blake2b("\x1f".join("\x00" if t is None else t for t in texts).encode("utf-8"),
-                                     digest_size=10).hexdigest() if len(columns) > 1 or texts[0] is not None else "null"
-                     for texts in rows], pa.string())
-
-
-def map_table(table: pa.Table, stage: str, name: str, settings: dict[str, Any], field: str, cache_root: Path,
-              engine: EngineConfig | None = None, seed: int = 42, shard_rows: int = 8192) -> tuple[MapStage, pa.Array, int]:
-    """One map stage over a table outside a run (`koquality score` / `embed`), through the same shard cache as a
-    run: shards in `cache_root/<backend>-<key>/`, so a killed command resumes. Returns the stage (its cache
-    holds the output), the rows' ids and how many rows were computed rather than read from the cache."""
-    mapped = map_stage(backends.backend(stage, name), {**settings, "field": field}, Path(cache_root), seed, shard_rows)
-    table = with_optional_input(table, mapped.columns)
-    require_columns(table, mapped.columns, stage)
-    ids = text_ids(table, mapped.columns)
-    computed = fill(mapped, pa.table({"id": ids, **{c: table.column(c) for c in mapped.columns}}), engine)
-    return mapped, ids, computed
 
 
 def with_optional_input(table: pa.Table, columns: list[str]) -> pa.Table:
@@ -226,80 +202,6 @@ def with_optional_input(table: pa.Table, columns: list[str]) -> pa.Table:
     return table
 
 
-def map_stage_command(stage: str, name: str, settings: dict[str, Any], *, input: Path, output: Path, field: str,
-                      cache: Path | None, keep_cache: bool, shard_rows: int, engine: str | None, address: str | None,
-                      actors: int | None, gpus_per_actor: float | None, seed: int = 42) -> list[tuple[str, object]]:
-    """`koquality score` / `koquality embed`: INPUT's texts through one backend into OUTPUT, with shards kept in
-    `cache` (default: `OUTPUT.koquality-cache/` beside OUTPUT, removed after success unless `keep_cache`) so
-    that a killed command resumes. Returns the summary's rows."""
-    backend = backends.backend(stage, name)
-    settings = {k: v for k, v in settings.items() if v is not None}
-    backend.options(settings, strict=True)  # a setting this backend does not take is an error here
-    check_range("--shard-rows", shard_rows, 1)
-    if stage != "embed":
-        table_format(output)
-    elif output.suffix != ".npy":
-        raise KoqualityError(f"{output}: vectors are written as .npy")
-    engine_config = parse_engine(dict(name=engine, address=address, actors=actors, gpus_per_actor=gpus_per_actor))
-    table = read_table(input)
-    if not backend.row_independent:  # fitted on the whole input (TF-IDF): nothing to shard
-        require_columns(table, [field], stage)
-        vectors = embed(table, backend.build(settings, seed=seed), field=field)
-        save_vectors(vectors, output)
-        return [("rows", table.num_rows), ("dimensions", vectors.shape[1]), ("cache", f"none ({name} fits the whole input)")]
-    cache_root = Path(cache) if cache is not None else output.with_name(output.name + ".koquality-cache")
-    mapped, ids, computed = map_table(table, stage, name, settings, field, cache_root, engine_config, seed, shard_rows)
-    rows: list[tuple[str, object]] = [("rows", table.num_rows), ("computed", computed), ("from cache", table.num_rows - computed)]
-    if stage != "embed":
-        cached = mapped.cache.take(ids)
-        for column in backend.writes:
-            table = set_column(table, column, cached.column(column))
-        write_table(table, output)
-        rows += [(f"no {column} (empty)", table.column(column).null_count) for column in backend.writes[:1]]
-    else:
-        mapped.cache.write_npy(ids.to_pylist(), output)
-        rows.append(("dimensions", mapped.cache.schema.field("vector").type.list_size))
-    if cache is None and not keep_cache:
-        mapped.cache.remove()
-        remove_if_empty(cache_root)
-    else:
-        rows.append(("cache", str(mapped.cache.directory)))
-    return rows
-
-
-def decontaminate_command(input: Path, output: Path, dropped: Path | None, settings: dict[str, Any], cache: Path | None,
-                          keep_cache: bool, engine: EngineConfig, shard_rows: int = 8192) -> list[tuple[str, object]]:
-    """`koquality decontaminate`: INPUT's rows without those that share a long n-gram with a benchmark, into
-    OUTPUT; the others into `dropped` (default OUTPUT.dropped.parquet) with reason `contaminated` and what
-    they share. Resumable like `koquality score` (shards in `cache`)."""
-    table_format(output)
-    dropped = dropped or output.with_name(f"{output.stem}.dropped.parquet")
-    if dropped.resolve() == output.resolve():
-        raise KoqualityError(f"--dropped {dropped}: the same file as --output; give the dropped rows a file of their own")
-    backend = backends.backend("filter", "decontaminate")
-    settings = backend.options(settings, strict=True)
-    table = read_table(input)
-    require_columns(table, ["instruction", "output"], "decontaminate")
-    cache_root = Path(cache) if cache is not None else output.with_name(output.name + ".koquality-cache")
-    mapped, ids, computed = map_table(table, "filter", "decontaminate", settings, "instruction", cache_root, engine,
-                                      shard_rows=shard_rows)
-    found = mapped.cache.take(ids).column("contaminated_by")
-    hit = pc.is_valid(found)
-    gone = with_optional_input(table, ["input"]).filter(hit)
-    if "id" not in gone.column_names:
-        gone = gone.append_column("id", ids.filter(hit))
-    drops = Ledger(table.num_rows)
-    drops.drop(gone, "contaminated", found.filter(hit).to_pylist())
-    kept = table.filter(pc.invert(hit))
-    counts = drops.rows(kept.num_rows)
-    write_table(kept, output)
-    drops.write(dropped)
-    if cache is None and not keep_cache:
-        mapped.cache.remove()
-        remove_if_empty(cache_root)
-    return [("rows", counts["read"]), ("computed", computed), ("from cache", counts["read"] - computed),
-            ("contaminated", counts["dropped"]), ("kept", counts["corpus"]), ("dropped rows", str(dropped)),
-            *([("cache", str(mapped.cache.directory))] if cache is not None or keep_cache else [])]
 
 
 @contextlib.contextmanager
