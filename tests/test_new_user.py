@@ -94,6 +94,10 @@ def koquality_unreachable_hub(*args, cwd=None):
     ["score", "{tmp}/in.jsonl", "--scorer", "hf", "--model", "EleutherAI/polyglot-ko-1.3b", "--output", "{tmp}/s.jsonl"],
     ["train", "{tmp}/in.jsonl", "--model", "EleutherAI/polyglot-ko-5.8b", "--output", "{tmp}/model"],
     ["eval", "EleutherAI/polyglot-ko-1.3b", "--output", "{tmp}/r.json"],
+    ["run", "--ifd-model", "EleutherAI/polyglot-ko-1.3b", "--output", "{tmp}/model"],
+    ["run", "--decontaminate", "kobest", "--output", "{tmp}/model"],
+    ["score", "{tmp}/in.jsonl", "--scorer", "ifd", "--model", "EleutherAI/polyglot-ko-1.3b", "--output", "{tmp}/s.jsonl"],
+    ["decontaminate", "{tmp}/in.jsonl", "--output", "{tmp}/clean.jsonl"],
 ])
 def test_an_unreachable_hub_is_one_line_at_once(tmp_path, args):
     pytest.importorskip("torch")

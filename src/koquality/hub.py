@@ -73,8 +73,9 @@ def require(models: list[str] | tuple[str, ...] = (), datasets: list[str] | tupl
 
 
 def require_for_recipe(recipe) -> None:
-    """Everything a recipe will load from the hub: hub sources, the scorer's and encoder's models, and the
-    model to fine-tune and evaluate (with KoBEST from the hub when no kobest_dir is given)."""
+    """Everything a recipe will load from the hub: hub sources, the scorer's, IFD's and encoder's models, KoBEST
+    for decontamination without a kobest_dir, and the model to fine-tune and evaluate (with KoBEST from the hub
+    when no kobest_dir is given)."""
     from .sources import is_hub_id
 
     datasets = [s.path for s in recipe.sources if is_hub_id(s.path)]
@@ -83,6 +84,10 @@ def require_for_recipe(recipe) -> None:
         models.append(recipe.score.model)
     if recipe.embed.encoder in ("hf", "st"):
         models.append(recipe.embed.model)
+    if recipe.ifd is not None:
+        models.append(recipe.ifd.model)
+    if recipe.decontaminate is not None and "kobest" in recipe.decontaminate.benchmarks and not recipe.decontaminate.kobest_dir:
+        datasets.append("skt/kobest_v1")
     if recipe.train:
         models.append(recipe.train.model)
         if recipe.eval and not recipe.eval.kobest_dir:
