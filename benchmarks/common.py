@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import random
 import sys
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared" / "data" / "instructions"
+# KOQUALITY_SHARED_DATA (as in the tests): where ../shared/data is elsewhere, e.g. a copy carried to a GPU machine
+SHARED = Path(os.environ.get("KOQUALITY_SHARED_DATA", REPO.parent / "shared" / "data")) / "instructions"
 sys.path.insert(0, str(REPO / "tests"))  # the tiny-model builders the tests use
 
 MAPS = {"kor_mwp_train.jsonl": {"output": "reason+answer"}, "skku_every.jsonl": {"instruction": "input", "output": "label"}}
