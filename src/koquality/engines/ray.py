@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from typing import Callable
 
 import numpy as np
@@ -44,6 +45,10 @@ def import_ray():
 
 def connect(engine: EngineConfig):
     """Ray, started on this machine (with the CPUs this process may use) or joined at `engine.address`."""
+    # Ray's usage statistics: its driver otherwise queries a Prometheus at localhost:9090 after each dataset and
+    # reports to Anyscale; a curation run talks to the cluster only (set RAY_USAGE_STATS_ENABLED=1 to allow it)
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ.setdefault("RAY_DATA_USAGE_DISABLED", "1")
     ray = import_ray()
     if not ray.is_initialized():
         options = dict(include_dashboard=False, logging_level=logging.WARNING, log_to_driver=True)
