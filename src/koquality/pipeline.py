@@ -334,6 +334,7 @@ class Cells:
     table: pa.Table
     vectors: Any  # row i ↔ table row i (VectorFile or VectorRows)
     found: DedupResult | None  # None without dedup
+    file: str = ""  # the duplicates' file, relative to the run directory
 
     @property
     def removed(self) -> int:
@@ -343,8 +344,6 @@ class Cells:
     def dedup(self) -> dict[str, Any] | None:
         """What dedup did and what other thresholds would have done: the manifest's and the report's entry."""
         return self.found.summary() | {"file": self.file} if self.found is not None else None
-
-    file: str = ""
 
 
 def dedup_into(run_dir: Path, prepared: Prepared, recipe: Recipe, clustered, len_groups: int, k: int) -> Cells:
