@@ -36,6 +36,14 @@ def planted(tmp_path):
     return bench, path
 
 
+def repeated(rows_file, n, path):
+    """`n` rows cycling through those of `rows_file`, each output made distinct (so no two share an id)."""
+    rows = [json.loads(line) for line in rows_file.read_text(encoding="utf-8").splitlines()]
+    path.write_text("".join(json.dumps({**rows[i % len(rows)], "output": f"{rows[i % len(rows)]['output']} {i}"},
+                                       ensure_ascii=False) + "\n" for i in range(n)), encoding="utf-8")
+    return path
+
+
 def demo_with(**sections):
     data = load_recipe("demo").model_dump()
     for key, value in sections.items():
@@ -79,10 +87,7 @@ def test_decontaminate_command_splits_rows_and_resumes_after_sigkill(planted, tm
     assert gone.column("reason").to_pylist() == ["contaminated"] * 3
     assert not (tmp_path / "clean.jsonl.koquality-cache").exists()
 
-    many = tmp_path / "many.jsonl"
-    lines = extra.read_text(encoding="utf-8").splitlines()
-    many.write_text("".join(json.dumps({**json.loads(lines[i % 4]), "output": json.loads(lines[i % 4])["output"] + f" {i}"},
-                                       ensure_ascii=False) + "\n" for i in range(4000)), encoding="utf-8")
+    many = repeated(extra, 4000, tmp_path / "many.jsonl")
     options = ["--against", bench, "--shard-rows", "100"]
     koquality("decontaminate", many, "--output", tmp_path / "whole.jsonl", *options)
     cache = tmp_path / "cache"
@@ -231,10 +236,7 @@ def test_decontaminate_on_ray_finds_what_the_local_engine_finds(planted, tmp_pat
     """A filter is a map stage like a scorer: Ray actors (one benchmark index each) flag the same rows."""
     pytest.importorskip("ray", reason="the ray extra is not installed")
     bench, extra = planted
-    many = tmp_path / "many.jsonl"
-    lines = extra.read_text(encoding="utf-8").splitlines()
-    many.write_text("".join(json.dumps({**json.loads(lines[i % 4]), "output": json.loads(lines[i % 4])["output"] + f" {i}"},
-                                       ensure_ascii=False) + "\n" for i in range(400)), encoding="utf-8")
+    many = repeated(extra, 400, tmp_path / "many.jsonl")
     options = ["--against", bench, "--shard-rows", "50"]
     koquality("decontaminate", many, "--output", tmp_path / "local.jsonl", *options)
     koquality("decontaminate", many, "--output", tmp_path / "ray.jsonl", "--engine", "ray", *options)
