@@ -123,11 +123,13 @@ def kmeans_original(vectors: np.ndarray, k: int, random_state: int = 42, n_init:
 
 def kmeans(vectors: np.ndarray, k: int, seed: int = 0, n_init: int = 10, niter: int = 25,
            init_sample: int | None = None, restart_sample: int | None = None, device: str = "cpu",
-           backend: str = "auto") -> KMeansResult:
+           backend: str = "auto", fit_rows: int | None = None) -> KMeansResult:
     """`fit_centroids`, then every row assigned to its nearest centroid (`assign`; torch's own assignment on the
-    torch backend). The inertia is the sum of those squared distances, in float64."""
+    torch backend). The inertia is the sum of those squared distances, in float64. `fit_rows`: more rows than
+    this are fitted on a seeded sample of that many (`fit_sample_rows`), every row still assigned."""
     x = np.ascontiguousarray(vectors, dtype=np.float32)
-    centroids = fit_centroids(x, k, seed=seed, n_init=n_init, niter=niter, init_sample=init_sample,
+    fit_on = x if fit_rows is None or len(x) <= fit_rows else x[fit_sample_rows(len(x), k, seed, n_init, fit_rows)]
+    centroids = fit_centroids(fit_on, k, seed=seed, n_init=n_init, niter=niter, init_sample=init_sample,
                               restart_sample=restart_sample, device=device, backend=backend)
     _, assign_rows = _kmeans_backend(device, backend)
     labels, distances = assign_rows(x, centroids)
@@ -420,17 +422,16 @@ def cluster(table: pa.Table, vectors, len_groups: int, k: int, seed: int = 0, n_
         k_used = min(k, len(rows))
         if reproduce:
             return kmeans_original(read(rows, g), k_used, random_state=seed, n_init=n_init)
-        sampled = fit_rows is not None and len(rows) > fit_rows
-        if not (remote or sampled):
-            return kmeans(read(rows, g), k_used, seed=seed + g, n_init=n_init, niter=niter, device=device)
-        # centroids from the seeded sample only (fit_rows), or the whole group when the assigner labels it
-        fit_on = rows[fit_sample_rows(len(rows), k_used, seed + g, n_init, fit_rows)] if sampled else rows
-        centroids = fit_centroids(np.ascontiguousarray(read(fit_on, g), dtype=np.float32), k_used, seed=seed + g,
-                                  n_init=n_init, niter=niter, device=device)
-        if remote:  # labels and inertia come from the assigner, after every group is fitted
-            return KMeansResult(np.empty(0, np.int64), centroids, math.nan)
-        labels, distances = _kmeans_backend(device, "auto")[1](np.ascontiguousarray(read(rows, g), dtype=np.float32), centroids)
-        return KMeansResult(labels, centroids, float(distances.sum(dtype=np.float64)))
+        if not remote:
+            return kmeans(read(rows, g), k_used, seed=seed + g, n_init=n_init, niter=niter, device=device,
+                          fit_rows=fit_rows)
+        # labels and inertia come from the assigner, after every group is fitted: only the rows the fit uses are
+        # read here (with fit_rows, its seeded sample, as `kmeans` draws it)
+        if fit_rows is not None and len(rows) > fit_rows:
+            rows = rows[fit_sample_rows(len(rows), k_used, seed + g, n_init, fit_rows)]
+        fitted = fit_centroids(np.ascontiguousarray(read(rows, g), dtype=np.float32), k_used, seed=seed + g,
+                               n_init=n_init, niter=niter, device=device)
+        return KMeansResult(np.empty(0, np.int64), fitted, math.nan)
 
     remote = assigner is not None and not reproduce and _kmeans_backend(device, "auto")[1] is assign
 

@@ -54,7 +54,8 @@ from .sampling import cell_summary, sample
 from .morphemes import directory as morpheme_directory, tokens_in_order
 from .rundir import claimed, remove_temporaries
 from .train import CONFIG_FILE, train
-from .tables import VectorFile, VectorRows, VectorWriter, atomic_path, save_vectors, write_json, write_table
+from .tables import (VectorFile, VectorRows, VectorWriter, atomic_path, save_vectors, with_optional_input, write_json,
+                     write_table)
 
 log = logging.getLogger("koquality")
 EXPORT_SUFFIX = {"jsonl": ".jsonl", "parquet": ".parquet", "csv": ".csv", "hf": "", "text": ".txt"}
@@ -135,19 +136,13 @@ def score_stage(recipe: Recipe, run_dir: Path) -> MapStage:
                      recipe.seed, recipe.score.shard_rows, morphemes)
 
 
-def scores_cached(table: pa.Table, recipe: Recipe, run_dir: Path, stages: Stages) -> pa.Table:
-    """Join cached scores by id; score only the rows no shard has yet, on the recipe's engine, a shard at a time.
+def scores_cached(rows: pa.Table, ids: pa.ChunkedArray, recipe: Recipe, run_dir: Path, stages: Stages) -> pa.Table:
+    """The recipe's scorer over `rows` (id, score.field); `ppl` and `n_tokens` for `ids` (null where not scored).
 
     A run killed mid-way leaves its finished shards; the next run reuses them and scores the rest, so its
     result is identical to an uninterrupted run's. Shards that are damaged are recomputed (see cache.py).
     """
-    stage = score_stage(recipe, run_dir)
-    rows = table.select(["id", stage.field])
-    scored = fill(stage, rows, recipe.engine)
-    stages.note("score", cache=str(stage.cache.directory.relative_to(run_dir)), scored=scored,
-                from_cache=table.num_rows - scored, engine=recipe.engine.name)
-    cached = stage.cache.take(table.column("id"))
-    return table.append_column("ppl", cached.column("ppl")).append_column("n_tokens", cached.column("n_tokens"))
+    return _cached_columns("score", score_stage(recipe, run_dir), rows, ids, recipe, run_dir, stages, counted="scored")
 
 
 def signal_cached(name: str, stage_kind: str, section: Section, rows: pa.Table, ids: pa.ChunkedArray, recipe: Recipe,
@@ -156,8 +151,15 @@ def signal_cached(name: str, stage_kind: str, section: Section, rows: pa.Table, 
     `<run>/signals/<name>-<key>/` like the scores; returns its columns for `ids` (null where not computed)."""
     settings = section.model_dump()
     stage = map_stage(backends.backend(stage_kind, name), settings, run_dir / "signals", recipe.seed, settings["shard_rows"])
+    return _cached_columns(name, stage, rows, ids, recipe, run_dir, stages)
+
+
+def _cached_columns(name: str, stage: MapStage, rows: pa.Table, ids: pa.ChunkedArray, recipe: Recipe, run_dir: Path,
+                    stages: Stages, counted: str = "computed") -> pa.Table:
+    """Compute `stage` for the rows of `rows` no shard holds yet, on the recipe's engine, note what came from
+    the cache under `name`, and return the stage's columns for `ids`."""
     computed = fill(stage, with_optional_input(rows, stage.columns).select(["id", *stage.columns]), recipe.engine)
-    stages.note(name, cache=str(stage.cache.directory.relative_to(run_dir)), computed=computed,
+    stages.note(name, cache=str(stage.cache.directory.relative_to(run_dir)), **{counted: computed},
                 from_cache=rows.num_rows - computed, engine=recipe.engine.name)
     return stage.cache.take(ids).select(list(stage.backend.writes))
 
@@ -192,14 +194,6 @@ def vectors_cached(corpus: pa.Table, recipe: Recipe, run_dir: Path, stages: Stag
     stages.note("embed", cache=str(path.relative_to(run_dir)), from_cache=False)
     return VectorFile(path), path
 
-
-
-
-def with_optional_input(table: pa.Table, columns: list[str]) -> pa.Table:
-    """`input` is optional in every source: a stage that reads it gets nulls where a table has none."""
-    if "input" in columns and "input" not in table.column_names:
-        return table.append_column("input", pa.nulls(table.num_rows, pa.string()))
-    return table
 
 
 
@@ -257,8 +251,7 @@ def prepare(recipe: Recipe, run_dir: Path, stages: Stages) -> Prepared:
 
     # Each stage reads only the columns it needs: the corpus's texts and extras stay on disk. Rows a filter
     # drops (decontamination) are not scored.
-    names = pq.read_schema(ingested_path).names
-    texts = pq.read_table(ingested_path, columns=[c for c in ("id", *TEXTS) if c in names]) \
+    texts = pq.read_table(ingested_path, columns=["id", *TEXTS]) \
         if recipe.decontaminate is not None or recipe.ifd is not None else None
     ids = pq.read_table(ingested_path, columns=["id"]).column("id")
     signals, wanted = {}, None  # column → values, row i ↔ ingested row i
@@ -269,11 +262,11 @@ def prepare(recipe: Recipe, run_dir: Path, stages: Stages) -> Prepared:
         wanted = pc.is_null(found.column("contaminated_by"))
         stages.note("decontaminate", contaminated=found.column("contaminated_by").length() - found.column("contaminated_by").null_count)
     to_score = pq.read_table(ingested_path, columns=["id", recipe.score.field])
-    scored = stages.run("score", scores_cached, to_score if wanted is None else to_score.filter(wanted), recipe, run_dir, stages)
-    cached = score_stage(recipe, run_dir).cache.take(ids) if wanted is not None else scored
-    for column in ("ppl", "n_tokens"):
-        signals[column] = cached.column(column)
-    del to_score, scored, cached
+    scored = stages.run("score", scores_cached, to_score if wanted is None else to_score.filter(wanted), ids, recipe,
+                        run_dir, stages)
+    for column in scored.column_names:
+        signals[column] = scored.column(column)
+    del to_score, scored
     if recipe.ifd is not None:
         found = stages.run("ifd", signal_cached, "ifd", "score", recipe.ifd,
                            texts if wanted is None else texts.filter(wanted), ids, recipe, run_dir, stages)

@@ -21,9 +21,9 @@ from .drops import Ledger
 from .embedding import embed
 from .engines import MapStage, fill
 from .errors import KoqualityError, check_range
-from .pipeline import map_stage, with_optional_input
+from .pipeline import map_stage
 from .recipe import EngineConfig, parse_engine
-from .tables import read_table, require_columns, save_vectors, set_column, table_format, write_table
+from .tables import read_table, require_columns, save_vectors, set_column, table_format, with_optional_input, write_table
 
 
 def text_ids(table: pa.Table, columns: list[str]) -> pa.Array:
@@ -36,6 +36,7 @@ def text_ids(table: pa.Table, columns: list[str]) -> pa.Array:
                                      digest_size=10).hexdigest() if len(columns) > 1 or texts[0] is not None else "null"
                      for texts in rows], pa.string())
 
+
 def map_table(table: pa.Table, stage: str, name: str, settings: dict[str, Any], field: str, cache_root: Path,
               engine: EngineConfig | None = None, seed: int = 42, shard_rows: int = 8192) -> tuple[MapStage, pa.Array, int]:
     """One map stage over a table outside a run (`koquality score` / `embed`), through the same shard cache as a
@@ -47,6 +48,22 @@ def map_table(table: pa.Table, stage: str, name: str, settings: dict[str, Any], 
     ids = text_ids(table, mapped.columns)
     computed = fill(mapped, pa.table({"id": ids, **{c: table.column(c) for c in mapped.columns}}), engine)
     return mapped, ids, computed
+
+
+def cache_folder(output: Path, cache: Path | None) -> Path:
+    """Where a single-stage command keeps its shards: `cache`, else `OUTPUT.koquality-cache/` beside OUTPUT."""
+    return Path(cache) if cache is not None else output.with_name(output.name + ".koquality-cache")
+
+
+def release_cache(mapped: MapStage, cache: Path | None, keep_cache: bool, output: Path) -> list[tuple[str, object]]:
+    """After success: the default cache folder goes (its shards only; the folder if that empties it) unless
+    `keep_cache`; a kept cache is named in the summary."""
+    if cache is None and not keep_cache:
+        mapped.cache.remove()
+        remove_if_empty(cache_folder(output, cache))
+        return []
+    return [("cache", str(mapped.cache.directory))]
+
 
 def map_stage_command(stage: str, name: str, settings: dict[str, Any], *, input: Path, output: Path, field: str,
                       cache: Path | None, keep_cache: bool, shard_rows: int, engine: str | None, address: str | None,
@@ -69,8 +86,8 @@ def map_stage_command(stage: str, name: str, settings: dict[str, Any], *, input:
         vectors = embed(table, backend.build(settings, seed=seed), field=field)
         save_vectors(vectors, output)
         return [("rows", table.num_rows), ("dimensions", vectors.shape[1]), ("cache", f"none ({name} fits the whole input)")]
-    cache_root = Path(cache) if cache is not None else output.with_name(output.name + ".koquality-cache")
-    mapped, ids, computed = map_table(table, stage, name, settings, field, cache_root, engine_config, seed, shard_rows)
+    mapped, ids, computed = map_table(table, stage, name, settings, field, cache_folder(output, cache), engine_config,
+                                      seed, shard_rows)
     rows: list[tuple[str, object]] = [("rows", table.num_rows), ("computed", computed), ("from cache", table.num_rows - computed)]
     if stage != "embed":
         cached = mapped.cache.take(ids)
@@ -81,12 +98,8 @@ def map_stage_command(stage: str, name: str, settings: dict[str, Any], *, input:
     else:
         mapped.cache.write_npy(ids.to_pylist(), output)
         rows.append(("dimensions", mapped.cache.schema.field("vector").type.list_size))
-    if cache is None and not keep_cache:
-        mapped.cache.remove()
-        remove_if_empty(cache_root)
-    else:
-        rows.append(("cache", str(mapped.cache.directory)))
-    return rows
+    return rows + release_cache(mapped, cache, keep_cache, output)
+
 
 def decontaminate_command(input: Path, output: Path, dropped: Path | None, settings: dict[str, Any], cache: Path | None,
                           keep_cache: bool, engine: EngineConfig, shard_rows: int = 8192) -> list[tuple[str, object]]:
@@ -101,12 +114,11 @@ def decontaminate_command(input: Path, output: Path, dropped: Path | None, setti
     settings = backend.options(settings, strict=True)
     table = read_table(input)
     require_columns(table, ["instruction", "output"], "decontaminate")
-    cache_root = Path(cache) if cache is not None else output.with_name(output.name + ".koquality-cache")
-    mapped, ids, computed = map_table(table, "filter", "decontaminate", settings, "instruction", cache_root, engine,
-                                      shard_rows=shard_rows)
+    mapped, ids, computed = map_table(table, "filter", "decontaminate", settings, "instruction",
+                                      cache_folder(output, cache), engine, shard_rows=shard_rows)
     found = mapped.cache.take(ids).column("contaminated_by")
     hit = pc.is_valid(found)
-    gone = with_optional_input(table, ["input"]).filter(hit)
+    gone = table.filter(hit)  # the ledger keeps the texts it has (an absent `input` stays null there)
     if "id" not in gone.column_names:
         gone = gone.append_column("id", ids.filter(hit))
     drops = Ledger(table.num_rows)
@@ -115,9 +127,6 @@ def decontaminate_command(input: Path, output: Path, dropped: Path | None, setti
     counts = drops.rows(kept.num_rows)
     write_table(kept, output)
     drops.write(dropped)
-    if cache is None and not keep_cache:
-        mapped.cache.remove()
-        remove_if_empty(cache_root)
     return [("rows", counts["read"]), ("computed", computed), ("from cache", counts["read"] - computed),
             ("contaminated", counts["dropped"]), ("kept", counts["corpus"]), ("dropped rows", str(dropped)),
-            *([("cache", str(mapped.cache.directory))] if cache is not None or keep_cache else [])]
+            *release_cache(mapped, cache, keep_cache, output)]

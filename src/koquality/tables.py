@@ -245,6 +245,13 @@ def empty_columns(table: pa.Table, names: tuple[str, ...] | list[str]) -> pa.Tab
     return table
 
 
+def with_optional_input(table: pa.Table, columns: list[str]) -> pa.Table:
+    """`input` is optional in every source: a stage that reads it gets nulls where a table has none."""
+    if "input" in columns and "input" not in table.column_names:
+        return table.append_column("input", pa.nulls(table.num_rows, pa.string()))
+    return table
+
+
 def set_column(table: pa.Table, name: str, values: Any) -> pa.Table:
     """Add `name`, replacing an existing column of that name in place (stages may be re-run on their output)."""
     array = values if isinstance(values, (pa.Array, pa.ChunkedArray)) else pa.array(values)

@@ -132,11 +132,10 @@ def ray_assigner(vectors: VectorFile, engine: EngineConfig, batch_rows: int = 65
         found = [(np.empty(len(rows), np.int64), np.empty(len(rows), np.float32)) for _, rows, _ in groups]
         if not jobs:
             return found
-        _, cpus, _ = actor_resources(engine, "cpu", ray.cluster_resources())
+        actors, cpus, _ = actor_resources(engine, "cpu", ray.cluster_resources())  # the map stages' CPU sizing
         done = ray.data.from_items(jobs).map_batches(
             _AssignBatch, fn_constructor_kwargs={"path": str(vectors.path), "groups": ray.put(groups)},
-            batch_size=1, batch_format="pyarrow", concurrency=min(len(jobs), max(1, int(ray.cluster_resources().get("CPU", 1) // cpus))),
-            num_cpus=cpus)
+            batch_size=1, batch_format="pyarrow", concurrency=min(len(jobs), actors), num_cpus=cpus)
         for batch in done.iter_batches(batch_size=None, batch_format="pyarrow"):
             for i, (group, start, end) in enumerate(zip(*(batch.column(c).to_pylist() for c in ("group", "start", "end")))):
                 labels, distances = found[group]

@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 
 from .. import progress
-from ..tables import require_columns, set_column
+from ..tables import require_columns, set_column, with_optional_input
 
 SCORE_DTYPE = np.dtype([("ppl", "f8"), ("n_tokens", "i4")])
 
@@ -63,8 +63,7 @@ def score_rows(table: pa.Table, scorer: Any) -> pa.Table:
     """`table` with the columns of a backend that reads several of its columns (`score_rows`: the IFD scorer,
     the decontamination filter; see ../backends.py), NaN and None as nulls — no value, never a number. A
     table without `input` is scored as if every input were empty."""
-    if "input" not in table.column_names:
-        table = table.append_column("input", pa.nulls(table.num_rows, pa.string()))
+    table = with_optional_input(table, ["input"])
     for column, values in scorer.score_rows(table).items():
         table = set_column(table, column, _column(values))
     return table

@@ -84,13 +84,18 @@ class HFScorer:
         return out
 
 
-class HFScorerSettings(Settings):
+class CausalLMSettings(Settings):
+    """What loads and batches a causal LM: the hf scorer's settings, and the IFD scorer's (ifd.py)."""
+
     model: str | None = Field(None, description="hub id or local path of the causal LM (the paper: EleutherAI/polyglot-ko-1.3b)")
     revision: str | None = Field(None, description="hub revision (branch, tag or commit)")
     device: str = Field("auto", description="auto, cpu or cuda")
     dtype: str = Field("auto", description="auto (fp32 on CPU, bf16 on GPU), float32, bfloat16")
     max_length: int = Field(1024, ge=2, description="truncate at this many tokens (the paper: 1024)")
     batch_tokens: int | None = Field(None, ge=1, description="token budget per batch (default: 2048 on CPU, 32768 on GPU)")
+
+
+class HFScorerSettings(CausalLMSettings):
     add_bos: bool = Field(False, description="prepend BOS so the first token is scored too (the paper does not)")
     trust_remote_code: bool = Field(False, description="run the model repository's own code")
 

@@ -43,11 +43,11 @@ import numpy as np
 import pyarrow as pa
 from pydantic import Field
 
-from ..backends import Backend, Settings
+from ..backends import Backend
 from ..errors import KoqualityError
 from ..export import TEMPLATES, prompt
 from ..torch_utils import resolved_device_dtype, right_padded, token_budget_batches
-from .hf import HFScorer
+from .hf import CausalLMSettings, HFScorer
 
 WHOLE = TEMPLATES["paper"]  # "### 질문: {instruction}### 답변: {output}"
 ALONE = WHOLE.partition("{instruction}")[2]  # "### 답변: {output}"
@@ -130,14 +130,7 @@ def _column(table: pa.Table, name: str) -> list:
     return table.column(name).to_pylist() if name in table.column_names else [None] * table.num_rows
 
 
-class IFDSettings(Settings):
-    model: str | None = Field(None, description="hub id or local path of the causal LM that scores the answers "
-                                                "(Superfiltering: a small one will do, e.g. gpt2-sized)")
-    revision: str | None = Field(None, description="hub revision (branch, tag or commit)")
-    device: str = Field("auto", description="auto, cpu or cuda")
-    dtype: str = Field("auto", description="auto (fp32 on CPU, bf16 on GPU), float32, bfloat16")
-    max_length: int = Field(1024, ge=2, description="truncate each text at this many tokens (Cherry-LLM: 1024)")
-    batch_tokens: int | None = Field(None, ge=1, description="token budget per batch (default: 2048 on CPU, 32768 on GPU)")
+class IFDSettings(CausalLMSettings):  # `model` may be a smaller LM than the perplexity scorer's (Superfiltering)
     trust_remote_code: bool = Field(False, description="run the model repository's own code")
 
 
