@@ -194,7 +194,6 @@ class ShardCache:
         remove_temporaries(self.directory)
         remove_if_empty(self.directory)
 
-
     def take(self, ids: pa.Array | pa.ChunkedArray) -> pa.Table:
         """The cached rows of `ids`, in that order (nulls where an id is not cached)."""
         cached = self.read()

@@ -311,7 +311,7 @@ def ingest(sources: List[str] = typer.Argument(..., metavar="SRC...", help=SOURC
            max_chars: Optional[int] = MAX_CHARS,
            dropped: Optional[Path] = typer.Option(None, help="where dropped rows go (default: <output>.dropped.parquet)")):
     """Read, map, clean, drop empty/too long/broken rows and exact duplicates; add id, source, len."""
-    from .drops import Ledger
+    from .drops import Ledger, dropped_file
     from .ingest import ingest as ingest_sources
     from .tables import table_format, write_table
 
@@ -323,9 +323,7 @@ def ingest(sources: List[str] = typer.Argument(..., metavar="SRC...", help=SOURC
     result = ingest_sources(specs, **{k: v for k, v in dict(on_error=on_error, max_chars=max_chars).items() if v is not None})
     for name, mapping in result.mappings.items():
         console.print(f"[bold]{name}[/]: {mapping}", highlight=False)
-    dropped_path = dropped or output.with_name(f"{output.stem}.dropped.parquet")
-    if dropped_path.resolve() == output.resolve():
-        raise KoqualityError(f"--dropped {dropped_path}: the same file as --output; give the dropped rows a file of their own")
+    dropped_path = dropped_file(output, dropped)
     for item in result.skipped[:10]:
         console.print(f"[yellow]skipped[/] {item['path']}: {item['reason']}", highlight=False)
     if len(result.skipped) > 10:
@@ -490,28 +488,9 @@ def dedup(input: Path = typer.Argument(..., help="clustered rows (koquality clus
           keep: str = typer.Option("lowest_ppl", help="which row of a near-duplicate group stays: lowest_ppl, highest_ifd or first"),
           dropped: Optional[Path] = typer.Option(None, help="where duplicates go (default: <output>.dropped.parquet)")):
     """Drop semantic near-duplicates inside each (length group, cluster) cell (reason: semantic_duplicate)."""
-    import numpy as np
-    import pyarrow as pa
+    from .stage_commands import dedup_command
 
-    from .dedup import REASON, semantic_duplicates
-    from .drops import Ledger
-    from .tables import VectorFile, read_table, table_format, write_table
-
-    table_format(output)
-    dropped = dropped or output.with_name(f"{output.stem}.dropped.parquet")
-    if dropped.resolve() == output.resolve():
-        raise KoqualityError(f"--dropped {dropped}: the same file as --output; give the dropped rows a file of their own")
-    table = read_table(input)
-    found = semantic_duplicates(table, VectorFile(vectors), threshold, keep)
-    drops = Ledger(table.num_rows)
-    drops.drop(table.filter(pa.array(~found.keep_mask)), REASON, found.details())  # both in table order
-    kept = table.take(pa.array(np.flatnonzero(found.keep_mask)))
-    counts = drops.rows(kept.num_rows)
-    write_table(kept, output)
-    drops.write(dropped)
-    rows = [("rows", counts["read"]), (f"duplicates (cosine > {threshold:g})", counts["dropped"]), ("kept", counts["corpus"])]
-    rows += [(f"  at {b['threshold']:g} it would be", b["removed"]) for b in found.by_threshold if b["threshold"] != threshold][::4]
-    _summary(f"dedup → {output}", rows + [("dropped rows", str(dropped))])
+    _summary(f"dedup → {output}", dedup_command(input, vectors, output, threshold, keep, dropped))
 
 
 @app.command()

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from .errors import KoqualityError
 from .tables import write_table
 
 DROPPED_SCHEMA = pa.schema([
@@ -41,6 +42,15 @@ def dropped_rows(rows: pa.Table, reason: str, details: str | Sequence[str | None
     for text in TEXTS:
         columns[text] = rows.column(text) if text in rows.column_names else pa.nulls(n, pa.string())
     return pa.table(columns, schema=DROPPED_SCHEMA)
+
+
+def dropped_file(output: Path, dropped: Path | None) -> Path:
+    """Where a command puts the rows it drops: `dropped`, else `<output's stem>.dropped.parquet` beside the
+    output — never the output itself."""
+    path = dropped or output.with_name(f"{output.stem}.dropped.parquet")
+    if path.resolve() == output.resolve():
+        raise KoqualityError(f"--dropped {path}: the same file as --output; give the dropped rows a file of their own")
+    return path
 
 
 class Ledger:

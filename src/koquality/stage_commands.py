@@ -1,9 +1,10 @@
-"""The single-stage commands — `koquality score`, `embed` and `decontaminate` — over a user's file.
+"""The single-stage commands — `koquality score`, `embed`, `decontaminate` and `dedup` — over a user's file.
 
-Each runs one map stage (see backends.py) through the shard cache a run uses, so a killed command resumes:
-the shards live in `--cache DIR` (default `OUTPUT.koquality-cache/` beside the output, removed after success
-unless `--keep-cache`), and the summary says how many rows came `from cache`. Rows without an `id` column are
-keyed by a digest of the texts the stage reads.
+score, embed and decontaminate each run one map stage (see backends.py) through the shard cache a run uses, so
+a killed command resumes: the shards live in `--cache DIR` (default `OUTPUT.koquality-cache/` beside the
+output, removed after success unless `--keep-cache`), and the summary says how many rows came `from cache`.
+Rows without an `id` column are keyed by a digest of the texts the stage reads. dedup runs whole: a row's fate
+depends on its cell.
 """
 
 from __future__ import annotations
@@ -17,13 +18,15 @@ import pyarrow.compute as pc
 
 from . import backends
 from .cache import remove_if_empty
-from .drops import Ledger
+from .dedup import REASON, semantic_duplicates
+from .drops import Ledger, dropped_file
 from .embedding import embed
 from .engines import MapStage, fill
 from .errors import KoqualityError, check_range
 from .pipeline import map_stage
 from .recipe import EngineConfig, parse_engine
-from .tables import read_table, require_columns, save_vectors, set_column, table_format, with_optional_input, write_table
+from .tables import (VectorFile, read_table, require_columns, save_vectors, set_column, table_format, with_optional_input,
+                     write_table)
 
 
 def text_ids(table: pa.Table, columns: list[str]) -> pa.Array:
@@ -107,9 +110,7 @@ def decontaminate_command(input: Path, output: Path, dropped: Path | None, setti
     OUTPUT; the others into `dropped` (default OUTPUT.dropped.parquet) with reason `contaminated` and what
     they share. Resumable like `koquality score` (shards in `cache`)."""
     table_format(output)
-    dropped = dropped or output.with_name(f"{output.stem}.dropped.parquet")
-    if dropped.resolve() == output.resolve():
-        raise KoqualityError(f"--dropped {dropped}: the same file as --output; give the dropped rows a file of their own")
+    dropped = dropped_file(output, dropped)
     backend = backends.backend("filter", "decontaminate")
     settings = backend.options(settings, strict=True)
     table = read_table(input)
@@ -130,3 +131,23 @@ def decontaminate_command(input: Path, output: Path, dropped: Path | None, setti
     return [("rows", counts["read"]), ("computed", computed), ("from cache", counts["read"] - computed),
             ("contaminated", counts["dropped"]), ("kept", counts["corpus"]), ("dropped rows", str(dropped)),
             *release_cache(mapped, cache, keep_cache, output)]
+
+
+def dedup_command(input: Path, vectors: Path, output: Path, threshold: float, keep: str,
+                  dropped: Path | None) -> list[tuple[str, object]]:
+    """`koquality dedup`: INPUT's clustered rows without their cells' semantic near-duplicates, into OUTPUT; the
+    duplicates into `dropped` (default OUTPUT.dropped.parquet), each naming the row it duplicates. Not a map
+    stage (a row's fate depends on its cell), so nothing to resume: it runs whole."""
+    table_format(output)
+    dropped = dropped_file(output, dropped)
+    table = read_table(input)
+    found = semantic_duplicates(table, VectorFile(vectors), threshold, keep)
+    drops = Ledger(table.num_rows)
+    drops.drop(table.filter(pa.array(~found.keep_mask)), REASON, found.details())  # both in table order
+    kept = table.filter(pa.array(found.keep_mask))
+    counts = drops.rows(kept.num_rows)
+    write_table(kept, output)
+    drops.write(dropped)
+    rows = [("rows", counts["read"]), (f"duplicates (cosine > {threshold:g})", counts["dropped"]), ("kept", counts["corpus"])]
+    rows += [(f"  at {b['threshold']:g} it would be", b["removed"]) for b in found.by_threshold if b["threshold"] != threshold][::4]
+    return rows + [("dropped rows", str(dropped))]
